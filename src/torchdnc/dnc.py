@@ -1,0 +1,357 @@
+"""The Differentiable Neural Computer as an `nn.Module` that feels like `nn.LSTM`.
+
+    dnc = DNC(input_size=8, output_size=8)
+    y, state = dnc(x)                 # x [B, T, 8] -> y [B, T, 8]
+    y2, state = dnc(x2, state)        # carry the state on
+    state = state.detach()            # truncated backprop
+
+One time step (DESIGN.md section 3, controller paragraph):
+
+    h_t, s_t = controller([x_t; r_{t-1}], s_{t-1});  h_t, s_t clipped to +-clip
+    xi_t = W_xi h_t + b_xi;  r_t, memory_t = memory_step(memory_{t-1}, xi_t)
+    y_t = clip(W_y [h_t; r_t] + b_y)
+
+Parameters: ``controller.rnn`` (the `nn.LSTM` / `nn.GRU`; or
+``controller.layers`` for the feed-forward controller), ``access.interface``
+(`nn.Linear`, h_t -> xi_t) and ``output`` (`nn.Linear` on [h_t; r_t], r_t
+flattened head-major).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from torchdnc.controller import CONTROLLERS, make_controller
+from torchdnc.memory import STRENGTH_ACTIVATIONS, MemoryAccess, MemoryState, traced_memory_step
+
+
+@dataclass
+class DNCConfig:
+    """Everything that defines a DNC's shape; saved with every checkpoint.
+
+    Defaults follow DeepMind's reference training script.
+    """
+
+    input_size: int = 8
+    output_size: int = 8
+    controller: str = "lstm"  # one of "lstm", "gru", "feedforward"
+    hidden_size: int = 64
+    num_layers: int = 1
+    memory_size: int = 16  # N
+    word_size: int = 16  # W
+    num_reads: int = 4  # R
+    num_writes: int = 1  # K
+    clip: float = 20.0  # on h_t, the carried controller state and y_t; 0 disables
+    strength_activation: str = "oneplus"  # "oneplus" (paper) or "softplus" (DeepMind)
+    batch_first: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "output_size", "hidden_size", "num_layers",
+                     "memory_size", "word_size", "num_reads", "num_writes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"controller: expected one of {CONTROLLERS}, got {self.controller!r}")
+        if self.strength_activation not in STRENGTH_ACTIVATIONS:
+            raise ValueError(
+                f"strength_activation: expected one of {STRENGTH_ACTIVATIONS}, "
+                f"got {self.strength_activation!r}"
+            )
+        if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or self.clip < 0:
+            raise ValueError(f"clip: expected a number >= 0 (0 disables), got {self.clip!r}")
+        if not isinstance(self.batch_first, bool):
+            raise ValueError(f"batch_first: expected True or False, got {self.batch_first!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DNCConfig":
+        """Inverse of `to_dict`; unknown keys are an error that lists the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"DNCConfig: unknown field(s) {unknown}; valid fields: {names}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DNCConfig":
+        return cls.from_dict(json.loads(text))
+
+
+class DNCState(NamedTuple):
+    """The whole recurrent state of a DNC.
+
+    Attributes:
+        controller: the controller's state (`LSTMState`, `GRUState`, ...).
+        access: the `MemoryState`.
+        read_vectors: r_{t-1}, ``[B, R, W]``, fed to the controller next step.
+    """
+
+    controller: tuple
+    access: MemoryState
+    read_vectors: Tensor
+
+    def detach(self) -> "DNCState":
+        """The same state cut from the autograd graph (truncated backprop)."""
+        return map_state(lambda t: t.detach(), self)
+
+
+class DNCTrace(NamedTuple):
+    """Memory internals per time step, each ``[B, T, ...]`` (``return_trace=True``)."""
+
+    read_weights: Tensor  # w^r, [B, T, R, N]
+    write_weights: Tensor  # w^w, [B, T, K, N]
+    usage: Tensor  # u, [B, T, N]
+    allocation: Tensor  # a, [B, T, K, N]
+    free_gates: Tensor  # f, [B, T, R]
+    allocation_gates: Tensor  # g^a, [B, T, K]
+    write_gates: Tensor  # g^w, [B, T, K]
+    read_modes: Tensor  # pi, [B, T, R, 1 + 2K]: backward_1..K, content, forward_1..K
+    write_content_weights: Tensor  # c^w, [B, T, K, N]
+    read_content_weights: Tensor  # c^r, [B, T, R, N]
+
+
+def map_state(fn, *states):
+    """Apply ``fn`` leaf-wise over matching (nested NamedTuple) states."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return fn(*states)
+    return type(first)(*(map_state(fn, *parts) for parts in zip(*states)))
+
+
+class DNC(nn.Module):
+    """Differentiable Neural Computer (Graves et al. 2016), multi-write-head.
+
+    Build it from a `DNCConfig` or from the config's fields as keywords:
+    ``DNC(input_size=8, output_size=8, memory_size=32)``.
+    """
+
+    def __init__(self, config: DNCConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = DNCConfig(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        self.config = config
+        read_size = config.num_reads * config.word_size
+        self.controller = make_controller(
+            config.controller, config.input_size, read_size, config.hidden_size, config.num_layers
+        )
+        self.access = MemoryAccess(
+            config.hidden_size, config.memory_size, config.word_size, config.num_reads,
+            config.num_writes, config.strength_activation,
+        )
+        self.output = nn.Linear(config.hidden_size + read_size, config.output_size)
+
+    @property
+    def batch_first(self) -> bool:
+        return self.config.batch_first
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"N={c.memory_size}, W={c.word_size}, R={c.num_reads}, K={c.num_writes}, "
+                f"clip={c.clip}, batch_first={c.batch_first}")
+
+    def with_memory_size(self, memory_size: int) -> "DNC":
+        """The same DNC (shared parameters) with N = ``memory_size`` slots.
+
+        The weights do not depend on N, so a model trained with a small memory
+        can run with a larger one at test time.
+        """
+        resized = copy.copy(self)
+        resized.config = dataclasses.replace(self.config, memory_size=memory_size)
+        return resized
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> DNCState:
+        """All-zero state on the module's device and dtype unless given."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        weight = self.output.weight
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        c = self.config
+        return DNCState(
+            controller=self.controller.initial_state(batch_size, device, dtype),
+            access=MemoryState.zeros(batch_size, c.memory_size, c.word_size, c.num_reads,
+                                     c.num_writes, device=device, dtype=dtype),
+            read_vectors=torch.zeros(batch_size, c.num_reads, c.word_size, device=device, dtype=dtype),
+        )
+
+    # -- input checks -----------------------------------------------------
+
+    def _check_inputs(self, x: Tensor, state, mask) -> None:
+        c = self.config
+        layout = "[batch, time, input_size]" if c.batch_first else "[time, batch, input_size]"
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != c.input_size:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"x: expected a 3-D tensor {layout} with input_size={c.input_size} "
+                f"(batch_first={c.batch_first}), got {shape}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(x.shape[:2]):
+                shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+                what = "[batch, time]" if c.batch_first else "[time, batch]"
+                raise ValueError(f"mask: expected shape {what} = {tuple(x.shape[:2])}, got {shape}")
+        if state is not None:
+            batch = x.shape[0] if c.batch_first else x.shape[1]
+            self._check_state(state, batch)
+
+    def _check_state(self, state, batch_size: int) -> None:
+        if not isinstance(state, DNCState):
+            raise ValueError(f"state: expected a DNCState, got {type(state).__name__}")
+        expected = self.initial_state(batch_size, device="meta")
+        paths = _state_paths(expected)
+        try:
+            actual = [t for _, t in _state_paths(state)]
+        except TypeError as error:
+            raise ValueError(f"state: does not match this DNC's structure ({error})") from None
+        if len(actual) != len(paths):
+            raise ValueError(
+                f"state: expected {len(paths)} tensors for controller={self.config.controller!r}, "
+                f"got {len(actual)}"
+            )
+        for (name, want), have in zip(paths, actual):
+            if not isinstance(have, Tensor) or tuple(have.shape) != tuple(want.shape):
+                shape = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
+                raise ValueError(
+                    f"state.{name}: expected shape {tuple(want.shape)} for batch size "
+                    f"{batch_size} and this DNC's configuration, got {shape}"
+                )
+
+    # -- running ----------------------------------------------------------
+
+    def forward(
+        self,
+        x: Tensor,
+        state: DNCState | None = None,
+        mask: Tensor | None = None,
+        return_trace: bool = False,
+    ):
+        """Run the DNC over a sequence.
+
+        Args:
+            x: inputs, ``[B, T, input_size]`` (``[T, B, input_size]`` if not
+                ``batch_first``).
+            state: the `DNCState` to start from; zeros when ``None``.
+            mask: optional padding mask with x's two leading axes, true (or 1)
+                on real steps. On a padded step the whole state is carried
+                through unchanged and the output is zero.
+            return_trace: also return a `DNCTrace` of memory internals.
+
+        Returns:
+            ``(y, state)`` or ``(y, state, trace)``; y has x's layout with
+            ``output_size`` features.
+        """
+        self._check_inputs(x, state, mask)
+        if not self.config.batch_first:
+            x = x.transpose(0, 1)
+            mask = None if mask is None else mask.transpose(0, 1)
+        batch, steps = x.shape[:2]
+        if state is None:
+            state = self.initial_state(batch, device=x.device, dtype=x.dtype)
+        keep = None if mask is None else mask.to(torch.bool)
+
+        clip = self.config.clip
+        controller, access = self.controller, self.access
+        projected = controller.project_inputs(x)
+        controller_state, memory_state, reads = state
+        hiddens, all_reads, traces = [], [], []
+        for t in range(steps):
+            hidden, new_controller = controller.step(projected[:, t], reads.flatten(1), controller_state)
+            if clip:
+                hidden = hidden.clamp(-clip, clip)
+                new_controller = map_state(lambda s: s.clamp(-clip, clip), new_controller)
+            interface = access.parse(hidden)
+            new_memory, new_reads, step_trace = traced_memory_step(memory_state, interface)
+            if keep is not None:
+                step_keep = keep[:, t]
+                carry = lambda new, old: torch.where(  # noqa: E731
+                    step_keep.view(-1, *([1] * (new.dim() - 1))), new, old
+                )
+                new_controller = map_state(carry, new_controller, controller_state)
+                new_memory = map_state(carry, new_memory, memory_state)
+                new_reads = carry(new_reads, reads)
+            controller_state, memory_state, reads = new_controller, new_memory, new_reads
+            hiddens.append(hidden)
+            all_reads.append(new_reads)
+            if return_trace:
+                traces.append((memory_state, interface, step_trace))
+
+        # The output layer is time-parallel: one product for the whole sequence.
+        hiddens = torch.stack(hiddens, 1)
+        read_sequence = torch.stack(all_reads, 1)
+        y = self.output(torch.cat([hiddens, read_sequence.flatten(2)], dim=-1))
+        if clip:
+            y = y.clamp(-clip, clip)
+        if keep is not None:
+            y = y * keep.unsqueeze(-1).to(y.dtype)
+        if not self.config.batch_first:
+            y = y.transpose(0, 1)
+        new_state = DNCState(controller_state, memory_state, reads)
+        if return_trace:
+            return y, new_state, _stack_trace(traces)
+        return y, new_state
+
+    def step(self, x_t: Tensor, state: DNCState | None = None) -> tuple[Tensor, DNCState]:
+        """One time step, ``x_t [B, input_size] -> y_t [B, output_size]``.
+
+        Gives exactly what `forward` gives at that step (for RL and decoding).
+        """
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
+            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(
+                f"x_t: expected a 2-D tensor [batch, input_size={self.config.input_size}], got {shape}"
+            )
+        time_axis = 1 if self.config.batch_first else 0
+        y, state = self(x_t.unsqueeze(time_axis), state)
+        return y.squeeze(time_axis), state
+
+
+def _state_paths(state, prefix: str = "") -> list[tuple[str, Any]]:
+    """Flatten a nested NamedTuple state into (dotted name, leaf) pairs."""
+    if isinstance(state, Tensor) or not hasattr(state, "_fields"):
+        if not isinstance(state, Tensor):
+            raise TypeError(f"{prefix or 'state'} is a {type(state).__name__}, not a tensor")
+        return [(prefix, state)]
+    paths = []
+    for name, part in zip(state._fields, state):
+        paths.extend(_state_paths(part, f"{prefix}.{name}" if prefix else name))
+    return paths
+
+
+def _stack_trace(traces: list) -> DNCTrace:
+    def stack(get) -> Tensor:
+        return torch.stack([get(*step) for step in traces], dim=1)
+
+    return DNCTrace(
+        read_weights=stack(lambda m, i, s: m.read_weights),
+        write_weights=stack(lambda m, i, s: m.write_weights),
+        usage=stack(lambda m, i, s: m.usage),
+        allocation=stack(lambda m, i, s: s.allocation),
+        free_gates=stack(lambda m, i, s: i.free_gates),
+        allocation_gates=stack(lambda m, i, s: i.allocation_gates),
+        write_gates=stack(lambda m, i, s: i.write_gates),
+        read_modes=stack(lambda m, i, s: i.read_modes),
+        write_content_weights=stack(lambda m, i, s: s.write_content_weights),
+        read_content_weights=stack(lambda m, i, s: s.read_content_weights),
+    )

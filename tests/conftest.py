@@ -1,0 +1,37 @@
+"""Shared helpers for the specification tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from torchdnc.memory import MemoryState, interface_size, memory_step, parse_interface  # noqa: E402
+
+# Odd sizes so that a broadcasting slip between axes shows.
+B, N, W, R, K = 7, 5, 3, 3, 2
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def random_xi(batch=B, word=W, reads=R, writes=K, dtype=torch.float64, scale=1.0):
+    return scale * torch.randn(batch, interface_size(reads, word, writes), dtype=dtype)
+
+
+def random_interface(batch=B, word=W, reads=R, writes=K, dtype=torch.float64):
+    return parse_interface(random_xi(batch, word, reads, writes, dtype), reads, word, writes)
+
+
+def random_state(batch=B, slots=N, word=W, reads=R, writes=K, steps=4, dtype=torch.float64):
+    """A reachable, non-trivial state: a few random steps from zeros."""
+    state = MemoryState.zeros(batch, slots, word, reads, writes, dtype=dtype)
+    for _ in range(steps):
+        state, _ = memory_step(state, random_interface(batch, word, reads, writes, dtype))
+    return state

@@ -1,0 +1,185 @@
+"""A deliberately plain NumPy reference of the DNC, written from the paper.
+
+Explicit loops over batch, heads and slots, float64, no vectorisation tricks,
+so that it shares as little as possible with `torchdnc.addressing`. One batch
+element at a time: shapes below omit the batch axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-6
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def softmax(x):
+    e = np.exp(x - np.max(x))
+    return e / e.sum()
+
+
+def cosine(key, row):
+    key_norm = np.sqrt(sum(k * k for k in key) + EPS)
+    row_norm = np.sqrt(sum(m * m for m in row) + EPS)
+    return float(np.dot(key, row)) / (key_norm * row_norm + EPS)
+
+
+def content(memory, key, strength):
+    """C(M, k, beta): [N]."""
+    scores = np.array([strength * cosine(key, memory[i]) for i in range(memory.shape[0])])
+    return softmax(scores)
+
+
+def allocation(usage):
+    """a: [N] from usage [N] (epsilon mapping, stable ascending free list)."""
+    usage = EPS + (1 - EPS) * np.asarray(usage, dtype=np.float64)
+    order = sorted(range(len(usage)), key=lambda i: (usage[i], i))
+    result = np.zeros(len(usage))
+    product = 1.0
+    for slot in order:
+        result[slot] = (1 - usage[slot]) * product
+        product *= usage[slot]
+    return result
+
+
+def multi_allocation(usage, gates):
+    """[K, N]: head k on a usage that heads < k have written."""
+    usage = np.array(usage, dtype=np.float64)
+    out = []
+    for gate in gates:
+        a = allocation(usage)
+        out.append(a)
+        usage = usage + (1 - usage) * gate * a
+    return np.array(out)
+
+
+def parse(xi, R, W, K, strength="oneplus"):
+    act = (lambda v: 1 + softplus(v)) if strength == "oneplus" else softplus
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        part = xi[pos : pos + n]
+        pos += n
+        return part
+
+    parts = dict(
+        read_keys=take(R * W).reshape(R, W),
+        read_strengths=act(take(R)),
+        write_keys=take(K * W).reshape(K, W),
+        write_strengths=act(take(K)),
+        erase=sigmoid(take(K * W)).reshape(K, W),
+        write_vectors=take(K * W).reshape(K, W),
+        free_gates=sigmoid(take(R)),
+        allocation_gates=sigmoid(take(K)),
+        write_gates=sigmoid(take(K)),
+    )
+    modes = take(R * (1 + 2 * K)).reshape(R, 1 + 2 * K)
+    parts["read_modes"] = np.array([softmax(m) for m in modes])
+    assert pos == len(xi)
+    return parts
+
+
+def zero_state(N, W, R, K):
+    return dict(memory=np.zeros((N, W)), usage=np.zeros(N), link=np.zeros((K, N, N)),
+                precedence=np.zeros((K, N)), read_weights=np.zeros((R, N)),
+                write_weights=np.zeros((K, N)))
+
+
+def memory_step(state, p):
+    """One access step for one batch element; returns (new state, reads [R, W])."""
+    M = state["memory"]
+    N, W = M.shape
+    K, R = state["write_weights"].shape[0], state["read_weights"].shape[0]
+    # 1. usage
+    usage = np.zeros(N)
+    for i in range(N):
+        written = 1.0
+        for k in range(K):
+            written *= 1 - state["write_weights"][k, i]
+        written = 1 - written
+        psi = 1.0
+        for r in range(R):
+            psi *= 1 - p["free_gates"][r] * state["read_weights"][r, i]
+        u = state["usage"][i]
+        usage[i] = (u + written - u * written) * psi
+    # 2-3. allocation and write weights on the old memory
+    gates = [p["allocation_gates"][k] * p["write_gates"][k] for k in range(K)]
+    alloc = multi_allocation(usage, gates)
+    ww = np.zeros((K, N))
+    for k in range(K):
+        cw = content(M, p["write_keys"][k], p["write_strengths"][k])
+        ga, gw = p["allocation_gates"][k], p["write_gates"][k]
+        ww[k] = gw * (ga * alloc[k] + (1 - ga) * cw)
+    # 4. erase then write
+    new_M = np.zeros_like(M)
+    for i in range(N):
+        for j in range(W):
+            keep = 1.0
+            add = 0.0
+            for k in range(K):
+                keep *= 1 - ww[k, i] * p["erase"][k, j]
+                add += ww[k, i] * p["write_vectors"][k, j]
+            new_M[i, j] = M[i, j] * keep + add
+    # 5. links from the previous precedence, then precedence
+    link = np.zeros_like(state["link"])
+    prec = np.zeros_like(state["precedence"])
+    for k in range(K):
+        for i in range(N):
+            for j in range(N):
+                if i != j:
+                    link[k, i, j] = ((1 - ww[k, i] - ww[k, j]) * state["link"][k, i, j]
+                                     + ww[k, i] * state["precedence"][k, j])
+        prec[k] = (1 - ww[k].sum()) * state["precedence"][k] + ww[k]
+    # 6-8. reads on the new memory
+    rw = np.zeros((R, N))
+    for r in range(R):
+        c = content(new_M, p["read_keys"][r], p["read_strengths"][r])
+        modes = p["read_modes"][r]
+        total = modes[K] * c
+        for k in range(K):
+            fwd = link[k] @ state["read_weights"][r]
+            bwd = link[k].T @ state["read_weights"][r]
+            total = total + modes[k] * bwd + modes[K + 1 + k] * fwd
+        rw[r] = total
+    reads = rw @ new_M
+    new_state = dict(memory=new_M, usage=usage, link=link, precedence=prec,
+                     read_weights=rw, write_weights=ww)
+    return new_state, reads
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    gates = w_ih @ x + b_ih + w_hh @ h + b_hh
+    H = h.shape[0]
+    i, f, g, o = (gates[n * H : (n + 1) * H] for n in range(4))
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    return sigmoid(o) * np.tanh(c), c
+
+
+def dnc_run(x, params, N, W, R, K, clip):
+    """Whole DNC with a one-layer LSTM over x [T, I] for one batch element."""
+    H = params["w_hh"].shape[1]
+    h, c = np.zeros(H), np.zeros(H)
+    reads = np.zeros(R * W)
+    state = zero_state(N, W, R, K)
+    ys = []
+
+    def clipped(v):
+        return np.clip(v, -clip, clip) if clip else v
+
+    for x_t in x:
+        h, c = lstm_cell(np.concatenate([x_t, reads]), h, c, params["w_ih"], params["w_hh"],
+                         params["b_ih"], params["b_hh"])
+        h, c = clipped(h), clipped(c)
+        xi = params["w_xi"] @ h + params["b_xi"]
+        state, r = memory_step(state, parse(xi, R, W, K))
+        reads = r.reshape(-1)
+        ys.append(clipped(params["w_y"] @ np.concatenate([h, reads]) + params["b_y"]))
+    return np.array(ys)
