@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test clean
 
+# Train a small DNC on copy, show that it learned (also beyond the training
+# lengths, with a larger memory), and draw what its memory did.
+RUN ?= runs/copy-quick
 demo: $(STAMP)
-	$(BIN)/torchdnc demo
+	$(BIN)/torchdnc train copy --preset quick --out $(RUN) --force
+	$(BIN)/torchdnc eval $(RUN)
+	$(BIN)/torchdnc plot $(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,15 +1,94 @@
-"""The ``torchdnc`` command."""
+"""The ``torchdnc`` command: train, eval, plot, tasks, info, demo."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
 import torchdnc
 from torchdnc.dnc import DNC, DNCConfig
 
 
-def _info(args: argparse.Namespace) -> int:
+def _train_epilog() -> str:
+    from torchdnc.config import TrainConfig, _dnc_defaults
+
+    lines = ["options (--key=value; defaults shown, presets change some of them):"]
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("dnc", "task_options", "task", "preset"):
+            continue
+        lines.append(f"  --{f.name}={getattr(TrainConfig(), f.name)}")
+    lines.append("model (DNC) options, also as --dnc.NAME=VALUE:")
+    lines += [f"  --{k}={v}" for k, v in _dnc_defaults().items()]
+    lines.append("task options, also as --task.NAME=VALUE: see `torchdnc tasks`")
+    lines.append("a --config FILE (YAML or JSON) may hold any of these; the command line wins")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    from torchdnc.config import TrainConfig, apply_overrides, parse_override_args, resolve_config
+    from torchdnc.train import load_run_config, train
+
+    overrides = parse_override_args(extra)
+    if args.resume:
+        run_dir = Path(args.resume)
+        stored = load_run_config(run_dir)
+        values = stored.to_dict()
+        if args.config:
+            from torchdnc.config import load_config_file
+
+            values = apply_overrides(values, load_config_file(args.config))
+        config = TrainConfig.from_dict(apply_overrides(values, overrides))
+        if args.task and args.task != stored.task:
+            raise ValueError(f"cannot resume {run_dir}: it trains {stored.task!r}, not {args.task!r}")
+    else:
+        if not args.task:
+            raise ValueError("train: name a task (see `torchdnc tasks`) or pass --resume RUN_DIR")
+        config = resolve_config(args.task, args.preset, overrides, args.config)
+        suffix = "" if config.model == "dnc" else f"-{config.model}"
+        run_dir = Path(args.out or f"runs/{config.task}-{config.preset}{suffix}")
+    result = train(config, run_dir, resume=bool(args.resume), force=args.force)
+    if "interrupted" in result and result["interrupted"]:
+        return 130
+    return 0
+
+
+def _eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from torchdnc.evaluation import evaluate_run, to_markdown, write_report
+
+    report = evaluate_run(args.run_dir, batches=args.batches, batch_size=args.batch_size,
+                          memory_size=args.memory_size, seed=args.seed, device=args.device)
+    print(to_markdown(report), end="")
+    json_path, md_path = write_report(args.run_dir, report)
+    print(f"written: {json_path}, {md_path}")
+    return 0
+
+
+def _plot(args: argparse.Namespace, extra: list[str]) -> int:
+    from torchdnc.plots import plot_run
+
+    for path in plot_run(args.run_dir, seed=args.seed, out=args.out):
+        print(f"written: {path}")
+    return 0
+
+
+def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
+    from torchdnc.config import presets_for
+    from torchdnc.tasks import TASKS
+
+    for name, cls in TASKS.items():
+        task = cls()
+        print(f"{name}: {cls.summary}")
+        print(f"  input {task.input_size}, output {task.output_size}, metric {cls.primary_metric}")
+        print(f"  options: " + ", ".join(f"{k}={v}" for k, v in task.options().items()))
+        print(f"  curriculum: {task.describe_curriculum()}")
+        print(f"  presets: {', '.join(presets_for(name))}")
+    return 0
+
+
+def _info(args: argparse.Namespace, extra: list[str]) -> int:
     import torch
 
     config = DNCConfig()
@@ -21,7 +100,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, extra: list[str]) -> int:
     """Run an untrained DNC over a toy sequence and print what its memory did."""
     import torch
 
@@ -42,10 +121,41 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="torchdnc", description="Differentiable Neural Computer: train, evaluate, plot."
-    )
+        prog="torchdnc", description="Differentiable Neural Computer: train, evaluate, plot.")
     parser.add_argument("--version", action="version", version=f"torchdnc {torchdnc.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a model on a task", epilog=_train_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="torchdnc train TASK [--preset NAME] [--config FILE] [--out DIR] [--force] "
+              "[--key=value ...]\n       torchdnc train --resume RUN_DIR [--key=value ...]")
+    train.add_argument("task", nargs="?", help="task name (see `torchdnc tasks`)")
+    train.add_argument("--preset", help="named preset of the task (default: default)")
+    train.add_argument("--config", help="YAML or JSON file of options")
+    train.add_argument("--out", help="run directory (default runs/TASK-PRESET)")
+    train.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.set_defaults(run=_train, extra_allowed=True)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run on fresh data, also beyond training")
+    evaluate.add_argument("run_dir", help="run directory")
+    evaluate.add_argument("--batches", type=int, default=10, help="batches per row (default 10)")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    evaluate.add_argument("--memory-size", type=int, default=None,
+                          help="the larger memory N to test with (default 4x training N)")
+    evaluate.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    evaluate.set_defaults(run=_eval)
+
+    plot = commands.add_parser("plot", help="write a run's figures as PNG")
+    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("--seed", type=int, default=0, help="seed of the example drawn (default 0)")
+    plot.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
+    plot.set_defaults(run=_plot)
+
+    tasks = commands.add_parser("tasks", help="list the tasks, their options and presets")
+    tasks.set_defaults(run=_tasks)
     info = commands.add_parser("info", help="print the version and the default configuration")
     info.set_defaults(run=_info)
     demo = commands.add_parser("demo", help="run an untrained DNC and print what its memory did")
@@ -57,11 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return args.run(args)
+    if extra and not getattr(args, "extra_allowed", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from torchdnc.checkpoint import CheckpointError
+    from torchdnc.train import RunError
+
+    try:
+        return args.run(args, extra)
+    except (ValueError, RunError, CheckpointError) as error:
+        print(f"torchdnc {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

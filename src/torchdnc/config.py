@@ -1,0 +1,289 @@
+"""Training configuration: one dataclass, named presets, command-line overrides.
+
+    config = resolve_config("copy", preset="quick", overrides=["--lr=1e-3"])
+
+An override names a field of `TrainConfig` (``--lr=1e-3``), of the model's
+`DNCConfig` (``--memory_size=32``, or ``--dnc.memory_size=32``) or an option
+of the task (``--max_length=10``, or ``--task.max_length=10``); the value is
+converted to that field's type, and anything unknown is an error that lists
+the valid names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchdnc.dnc import DNCConfig
+from torchdnc.tasks import TASKS, make_task
+
+# DNCConfig fields the task decides, not the user.
+TASK_DECIDES = ("input_size", "output_size", "batch_first")
+MODELS = ("dnc", "lstm")
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+def _dnc_defaults() -> dict[str, Any]:
+    values = DNCConfig().to_dict()
+    for name in TASK_DECIDES:
+        values.pop(name)
+    return values
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; saved as ``config.json`` in the run."""
+
+    task: str = "copy"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    preset: str = "default"
+    model: str = "dnc"  # "dnc", or "lstm" for the LSTM baseline
+    dnc: dict[str, Any] = field(default_factory=_dnc_defaults)
+    lstm_hidden_size: int = 0  # LSTM baseline width; 0 matches the DNC's parameter count
+    optimizer: str = "rmsprop"  # paper: RMSProp, lr 1e-4, momentum 0.9
+    lr: float = 1e-4
+    momentum: float = 0.9  # RMSProp momentum (Adam: beta1)
+    rmsprop_alpha: float = 0.9  # RMSProp decay of the squared-gradient average (TF default)
+    optimizer_eps: float = 1e-10
+    grad_clip: float = 50.0  # global gradient norm; 0 disables
+    batch_size: int = 16  # global batch, split across DDP ranks
+    iterations: int = 20000
+    curriculum: bool = True
+    curriculum_threshold: float = 0.5  # raise the level when the eval metric is at most this
+    solved_threshold: float = 0.0  # stop when the eval metric at the last level is at most this
+    eval_interval: int = 250
+    eval_batches: int = 4
+    checkpoint_interval: int = 1000
+    log_interval: int = 10
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: unknown task {self.task!r}; valid tasks: {sorted(TASKS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"model: expected one of {MODELS}, got {self.model!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("batch_size", "iterations", "eval_interval", "eval_batches",
+                     "checkpoint_interval", "log_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected a number > 0, got {self.lr!r}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        unknown = sorted(set(self.dnc) - set(_dnc_defaults()))
+        if unknown:
+            raise ValueError(f"dnc: unknown field(s) {unknown}; valid fields: {sorted(_dnc_defaults())}")
+        self.dnc = {**_dnc_defaults(), **self.dnc}
+        make_task(self.task, self.task_options)  # validates the options
+
+    def make_task(self):
+        return make_task(self.task, self.task_options)
+
+    def dnc_config(self, task) -> DNCConfig:
+        return DNCConfig(input_size=task.input_size, output_size=task.output_size, **self.dnc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {names}")
+        return cls(**values)
+
+    def fields_defining_the_model(self) -> dict[str, Any]:
+        """What a resumed run must not change (names as `describe_difference` prints)."""
+        values = {"task": self.task, "model": self.model, "lstm_hidden_size": self.lstm_hidden_size}
+        values.update({f"dnc.{k}": v for k, v in self.dnc.items()})
+        values.update({f"task.{k}": v for k, v in self.make_task().options().items()})
+        return values
+
+
+# Named presets: overrides on top of the TrainConfig defaults, per task.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "copy": {
+        "default": {},
+        "quick": {  # the README's main command: NTM copy, lengths 1-20, in minutes on 2 cores
+            "dnc.hidden_size": 64, "dnc.memory_size": 24, "dnc.word_size": 8, "dnc.num_reads": 1,
+            "optimizer": "adam", "lr": 3e-3, "batch_size": 16, "iterations": 4000,
+            "eval_interval": 100, "eval_batches": 4, "curriculum_threshold": 1.0,
+            "solved_threshold": 0.05, "checkpoint_interval": 500,
+        },
+        "full": {
+            "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 1,
+            "optimizer": "adam", "lr": 1e-3, "batch_size": 16, "iterations": 20000,
+            "curriculum_threshold": 1.0, "solved_threshold": 0.05,
+        },
+    },
+    "repeat_copy": {
+        "default": {},
+        "full": {
+            "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 1,
+            "optimizer": "adam", "lr": 1e-3, "iterations": 20000,
+            "curriculum_threshold": 1.0, "solved_threshold": 0.1,
+        },
+    },
+    "associative_recall": {
+        "default": {},
+        "full": {
+            "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 2,
+            "optimizer": "adam", "lr": 1e-3, "iterations": 20000,
+            "curriculum_threshold": 1.0, "solved_threshold": 0.1,
+        },
+    },
+    "priority_sort": {
+        "default": {},
+        "full": {
+            "dnc.hidden_size": 128, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 2,
+            "optimizer": "adam", "lr": 1e-3, "iterations": 20000, "curriculum_threshold": 3.0,
+        },
+    },
+}
+
+
+def presets_for(task: str) -> dict[str, dict[str, Any]]:
+    return PRESETS.get(task, {"default": {}})
+
+
+def _convert(name: str, text: Any, example: Any) -> Any:
+    """``text`` as the type of ``example`` (a field's default), or a clear error."""
+    if not isinstance(text, str):
+        if isinstance(example, bool) != isinstance(text, bool) or (
+            isinstance(example, (int, float)) and not isinstance(text, (int, float))
+        ) or (isinstance(example, str) and not isinstance(text, str)):
+            raise ValueError(f"option {name}: expected {type(example).__name__}, got {text!r}")
+        return float(text) if isinstance(example, float) else text
+    if isinstance(example, bool):
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"option {name}: expected true or false, got {text!r}")
+    if isinstance(example, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"option {name}: expected an integer, got {text!r}") from None
+    if isinstance(example, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"option {name}: expected a number, got {text!r}") from None
+    return text
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``{name: value}`` overrides to a `TrainConfig` dict, converting types."""
+    values = json.loads(json.dumps(values))
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"dnc", "task_options"}
+    defaults = TrainConfig(task=values.get("task", "copy")).to_dict()
+    task_defaults = make_task(values.get("task", "copy")).options()
+    for raw_name, raw_value in overrides.items():
+        name = raw_name.lstrip("-").replace("-", "_")
+        if name.startswith("dnc."):
+            section, key = "dnc", name[4:]
+        elif name.startswith("task."):
+            section, key = "task_options", name[5:]
+        elif name in train_fields:
+            section, key = None, name
+        elif name in defaults["dnc"]:
+            section, key = "dnc", name
+        elif name in task_defaults:
+            section, key = "task_options", name
+        else:
+            section, key = "?", name
+        if section is None:
+            values[key] = _convert(raw_name, raw_value, defaults[key])
+        elif section == "dnc" and key in defaults["dnc"]:
+            values["dnc"][key] = _convert(raw_name, raw_value, defaults["dnc"][key])
+        elif section == "task_options" and key in task_defaults:
+            values["task_options"][key] = _convert(raw_name, raw_value, task_defaults[key])
+        else:
+            choices = (sorted(train_fields) + [f"dnc.{k}" for k in defaults["dnc"]]
+                       + [f"task.{k}" for k in task_defaults])
+            hint = (" (input_size, output_size and batch_first follow from the task)"
+                    if key in TASK_DECIDES else "")
+            raise ValueError(f"unknown option {raw_name!r}{hint}; valid options: {', '.join(choices)}")
+    return values
+
+
+def parse_override_args(args: list[str]) -> dict[str, str]:
+    """``["--lr=1e-3", "--max_length", "10"]`` -> ``{"lr": "1e-3", "max_length": "10"}``."""
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ValueError(f"unexpected argument {arg!r}: options look like --key=value")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, value = arg[2:], args[i + 1]
+            i += 1
+        else:
+            raise ValueError(f"option {arg!r} needs a value: --key=value")
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON file of overrides (flat names, or ``dnc:`` / ``task_options:`` maps)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping of option names to values")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("dnc", "task_options") and isinstance(value, dict):
+            prefix = "dnc." if key == "dnc" else "task."
+            flat.update({prefix + k: v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def resolve_config(task: str, preset: str | None = None, overrides: dict[str, Any] | None = None,
+                   config_file: str | Path | None = None) -> TrainConfig:
+    """Defaults, then the preset, then a config file, then command-line overrides."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    presets = presets_for(task)
+    preset = preset or "default"
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} for task {task!r}; "
+                         f"valid presets: {', '.join(sorted(presets))}")
+    values = TrainConfig(task=task).to_dict()
+    values["preset"] = preset
+    values = apply_overrides(values, presets[preset])
+    if config_file is not None:
+        values = apply_overrides(values, load_config_file(config_file))
+    values = apply_overrides(values, overrides or {})
+    return TrainConfig.from_dict(values)
+
+
+def describe_difference(stored: TrainConfig, requested: TrainConfig) -> list[str]:
+    """Model-defining fields that differ between two configs, as sentences."""
+    old, new = stored.fields_defining_the_model(), requested.fields_defining_the_model()
+    return [f"{name} is {old.get(name)!r} in the run, {new.get(name)!r} requested"
+            for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]

@@ -1,0 +1,72 @@
+"""``torchdnc eval``: the task metric on fresh data, at and beyond training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torchdnc.dnc import DNC
+from torchdnc.train import eval_generator, evaluate, load_trained, resolve_device
+
+EVAL_SEED_OFFSET = 7_919  # keeps `eval` data apart from the curriculum's eval batches
+
+
+def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
+                 memory_size: int | None = None, seed: int = 0,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Evaluate a run at its training difficulty and at each harder setting.
+
+    A DNC is evaluated with its training memory size N and with
+    ``memory_size`` slots (default 4 N): the weights do not depend on N.
+    """
+    config, task, model, payload = load_trained(run_dir, device)
+    torch_device = resolve_device(device)
+    levels = task.levels()
+    settings = {f"training ({_describe(levels[-1])})": levels[-1]}
+    settings.update({f"{name} ({_describe(p)})": p for name, p in task.generalisation().items()})
+    models: list[tuple[int | None, Any]] = [(None, model)]
+    if isinstance(model, DNC):
+        trained_n = model.config.memory_size
+        larger = memory_size or 4 * trained_n
+        models = [(trained_n, model)]
+        if larger != trained_n:
+            models.append((larger, model.with_memory_size(larger)))
+    rows = []
+    for index, (name, params) in enumerate(settings.items()):
+        for n, candidate in models:
+            generator = eval_generator(seed + EVAL_SEED_OFFSET, index)
+            metrics = evaluate(candidate, task, params, batches, batch_size, generator, torch_device)
+            rows.append({"setting": name, "memory_size": n, **metrics})
+    return {"run": str(run_dir), "task": config.task, "model": config.model,
+            "step": payload["step"], "level": payload["progress"]["level"] + 1,
+            "levels": len(levels), "primary_metric": task.primary_metric,
+            "sequences_per_row": batches * batch_size, "rows": rows}
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    metric = report["primary_metric"]
+    extra = [k for k in ("bit_error",) if k in report["rows"][0]]
+    header = ["setting", "N", metric, *extra, "loss"]
+    lines = [f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, step "
+             f"{report['step']}, curriculum level {report['level']}/{report['levels']}); "
+             f"{report['sequences_per_row']} fresh sequences per row.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in report["rows"]:
+        n = "-" if row["memory_size"] is None else str(row["memory_size"])
+        cells = [row["setting"], n, f"{row[metric]:.3f}",
+                 *[f"{row[k]:.2%}" for k in extra], f"{row['loss']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path | str, report: dict[str, Any]) -> tuple[Path, Path]:
+    run_dir = Path(run_dir)
+    json_path, md_path = run_dir / "eval.json", run_dir / "eval.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path.write_text(to_markdown(report))
+    return json_path, md_path

@@ -1,0 +1,471 @@
+"""The one training loop, used by every task; DDP-ready through ``torchrun``.
+
+    torchdnc train copy --preset quick            # one process
+    torchrun --nproc_per_node=2 -m torchdnc train copy --preset quick
+
+A run directory holds ``config.json``, ``checkpoint.pt`` (and the previous
+one), ``metrics.jsonl``, TensorBoard events under ``tb/`` and, after
+``torchdnc plot``, ``plots/``. Only rank 0 logs and saves. Every rank draws
+the same global batch from the same generator and trains on its slice, so N
+processes compute what one process computes on the whole batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from torchdnc import checkpoint
+from torchdnc.baselines import LSTMBaseline, lstm_hidden_for_parameters
+from torchdnc.config import TrainConfig, describe_difference
+from torchdnc.dnc import DNC
+from torchdnc.tasks import Task, average_metrics
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunError(RuntimeError):
+    """A run directory cannot be used as asked (exists, missing, mismatched)."""
+
+
+# -- building ---------------------------------------------------------------
+
+
+def build_model(config: TrainConfig, task: Task) -> nn.Module:
+    dnc_config = config.dnc_config(task)
+    if config.model == "dnc":
+        return DNC(dnc_config)
+    hidden = config.lstm_hidden_size or lstm_hidden_for_parameters(
+        task.input_size, task.output_size, sum(p.numel() for p in DNC(dnc_config).parameters()))
+    return LSTMBaseline(task.input_size, task.output_size, hidden, clip=dnc_config.clip)
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr,
+                                betas=(config.momentum, 0.999), eps=max(config.optimizer_eps, 1e-8))
+    return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha,
+                               eps=config.optimizer_eps, momentum=config.momentum)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device: {name!r} requested but CUDA is not available here")
+    return torch.device(name)
+
+
+def eval_generator(seed: int, step: int) -> torch.Generator:
+    """Fresh held-out data for an evaluation, independent of the training stream."""
+    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + step)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, params: dict[str, Any], batches: int, batch_size: int,
+             generator: torch.Generator, device: torch.device) -> dict[str, float]:
+    """Per-sequence means of the task metrics over ``batches`` fresh batches."""
+    totals: dict[str, float] = {}
+    for _ in range(batches):
+        batch = task.sample(batch_size, generator, **params).to(device)
+        outputs, _ = model(batch.inputs, mask=batch.mask)
+        metrics = task.metrics(outputs, batch)
+        metrics["loss"] = float(task.loss(outputs, batch)) * outputs.shape[0]
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return average_metrics(totals)
+
+
+# -- distributed --------------------------------------------------------------
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> Distributed:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return Distributed(rank, world_size, local_rank)
+
+
+def teardown_distributed(ddp: Distributed) -> None:
+    if ddp.enabled and dist.is_initialized():
+        # DistributedDataParallel sits in reference cycles, so its process group
+        # would otherwise be freed only at interpreter exit, where gloo aborts
+        # ("terminate called without an active exception") if the other rank
+        # is still in the barrier. Collect it first, then wait for every rank.
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+# -- run directory --------------------------------------------------------------
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Create ``run_dir``; an existing run is replaced only with ``force``."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise RunError(f"run directory {run_dir} already exists; pass --force to overwrite it "
+                           f"or --resume {run_dir} to continue it")
+        if not (run_dir / CONFIG_FILE).exists():
+            raise RunError(f"run directory {run_dir} is not empty and holds no {CONFIG_FILE}: "
+                           "refusing to delete it even with --force")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    if not path.exists():
+        raise RunError(f"{path} does not exist: {run_dir} is not a torchdnc run directory")
+    return TrainConfig.from_dict(json.loads(path.read_text()))
+
+
+# -- logging ----------------------------------------------------------------------
+
+
+class Logger:
+    """JSONL, TensorBoard and a progress bar, on rank 0 only."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.writer = None
+        if not enabled:
+            return
+        self.file = open(run_dir / METRICS_FILE, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
+        except ImportError:  # tensorboard is optional at run time
+            self.writer = None
+        if config.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=config.iterations, initial=start, dynamic_ncols=True,
+                            desc=f"{config.task}/{config.model}", mininterval=1.0)
+
+    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, **values}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def progress(self, step: int, postfix: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.refresh()
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.file.close()
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn SIGINT / SIGTERM into a flag the loop checks, so it can save first."""
+    flag = {"signal": None}
+
+    def handler(signum, frame):
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- training ---------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Training progress that a checkpoint must carry for an exact resume."""
+
+    step: int = 0
+    level: int = 0
+    solved: bool = False
+    window: dict[str, float] = field(default_factory=dict)  # sums since the last log line
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
+def train(config: TrainConfig, run_dir: Path | str, *, resume: bool = False,
+          force: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run; returns the last evaluation's metrics."""
+    run_dir = Path(run_dir)
+    ddp = setup_distributed(config.device)
+    try:
+        return _train(config, run_dir, resume, force, ddp)
+    finally:
+        teardown_distributed(ddp)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
+           ddp: Distributed) -> dict[str, Any]:
+    if config.batch_size % ddp.world_size:
+        raise RunError(f"batch_size: {config.batch_size} is not divisible by the "
+                       f"{ddp.world_size} processes")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    elif ddp.enabled and not config.device.startswith("cuda"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ddp.world_size))
+    device = resolve_device(config.device)
+    if ddp.enabled and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+
+    stored = None
+    if resume:
+        stored_config = load_run_config(run_dir)
+        differences = describe_difference(stored_config, config)
+        if differences:
+            raise RunError("cannot resume with a different model or task: " + "; ".join(differences))
+        stored = checkpoint.load(run_dir / checkpoint.CHECKPOINT, map_location="cpu")
+    elif ddp.main:
+        prepare_run_dir(run_dir, force)
+    if ddp.enabled:
+        dist.barrier()
+    if ddp.main:
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    torch.manual_seed(config.seed)
+    task = config.make_task()
+    levels = task.levels()
+    model = build_model(config, task).to(device)
+    optimizer = build_optimizer(config, model)
+    data = torch.Generator().manual_seed(config.seed)
+    progress = Progress(level=0 if config.curriculum else len(levels) - 1)
+    if stored is not None:
+        _truncate_metrics(run_dir, stored["step"], ddp)
+        model.load_state_dict(stored["model"])
+        optimizer.load_state_dict(stored["optimizer"])
+        data.set_state(stored["data_rng"])
+        torch.set_rng_state(stored["torch_rng"])
+        progress = Progress(**stored["progress"])
+    trained = nn.parallel.DistributedDataParallel(model) if ddp.enabled else model
+    local = slice(ddp.rank * config.batch_size // ddp.world_size,
+                  (ddp.rank + 1) * config.batch_size // ddp.world_size)
+
+    saved_at = {"step": progress.step if stored is not None else -1}
+
+    def save() -> None:
+        if ddp.main and saved_at["step"] != progress.step:
+            saved_at["step"] = progress.step
+            checkpoint.save(run_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": progress.step, "config": config.to_dict(),
+                "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(),
+                "progress": vars(progress).copy(), "task_levels": levels,
+            })
+
+    logger = Logger(run_dir, config, progress.step, ddp.main)
+    if not resume:
+        logger.log("start", 0, {"parameters": sum(p.numel() for p in model.parameters()),
+                                "curriculum": task.describe_curriculum(),
+                                "world_size": ddp.world_size})
+    started, last_time, last_step = time.time(), time.time(), progress.step
+    interrupted, end_info = None, {}
+    try:
+        with stop_on_signals() as stop:
+            while progress.step < config.iterations and not progress.solved:
+                batch = task.sample(config.batch_size, data, **levels[progress.level])
+                batch = batch[local].to(device)
+                outputs, _ = trained(batch.inputs, mask=batch.mask)
+                loss = task.loss(outputs, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = (nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                             if config.grad_clip else torch.zeros(()))
+                optimizer.step()
+                progress.step += 1
+                _accumulate(progress.window, {"loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                                              **task.metrics(outputs.detach(), batch)})
+
+                if progress.step % config.log_interval == 0:
+                    window = _reduce_window(progress.window, ddp)
+                    now = time.time()
+                    rate = (progress.step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, progress.step
+                    logger.log("train", progress.step, {**window, "level": progress.level,
+                                                        "it_per_s": rate})
+                    logger.progress(progress.step, {
+                        "loss": f"{window['loss']:.3f}",
+                        task.primary_metric: f"{window[task.primary_metric]:.3g}",
+                        "level": f"{progress.level + 1}/{len(levels)}"})
+                    progress.window = {}
+
+                if progress.step % config.eval_interval == 0 or progress.step == config.iterations:
+                    _evaluate_and_advance(model, task, levels, config, progress, device, logger)
+
+                if progress.step % config.checkpoint_interval == 0:
+                    save()
+                if stop["signal"]:
+                    interrupted = stop["signal"]
+                    break
+        if ddp.enabled:
+            end_info["rank_parameter_spread"] = _rank_parameter_spread(model)
+    except KeyboardInterrupt:
+        interrupted = "SIGINT"
+    finally:
+        save()
+        elapsed = time.time() - started
+        logger.log("end", progress.step, {"seconds": elapsed, "interrupted": interrupted,
+                                          "solved": progress.solved, "level": progress.level,
+                                          **end_info})
+        logger.message(
+            f"{'interrupted by ' + interrupted + ': ' if interrupted else ''}step {progress.step}, "
+            f"level {progress.level + 1}/{len(levels)}, {elapsed:.0f} s; checkpoint in {run_dir}")
+        logger.close()
+    return {"step": progress.step, "level": progress.level, "solved": progress.solved,
+            "interrupted": interrupted, **progress.last_eval}
+
+
+def _rank_parameter_spread(model: nn.Module) -> float:
+    """Largest difference of any parameter between DDP ranks (0 when in step)."""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).max())
+
+
+def _accumulate(window: dict[str, float], values: dict[str, float]) -> None:
+    window["steps"] = window.get("steps", 0) + 1
+    for key, value in values.items():
+        window[key] = window.get(key, 0.0) + value
+
+
+def _reduce_window(window: dict[str, float], ddp: Distributed) -> dict[str, float]:
+    """Means over the logging window (and over ranks): losses per step, metrics per sequence."""
+    keys = sorted(window)
+    values = torch.tensor([window[k] for k in keys], dtype=torch.float64)
+    if ddp.enabled:
+        dist.all_reduce(values)
+        values[keys.index("steps")] /= ddp.world_size
+        values[keys.index("loss")] /= ddp.world_size
+        values[keys.index("grad_norm")] /= ddp.world_size
+    totals = dict(zip(keys, values.tolist()))
+    steps = totals.pop("steps")
+    result = {"loss": totals.pop("loss") / steps, "grad_norm": totals.pop("grad_norm") / steps}
+    result.update(average_metrics(totals))
+    result.pop("sequences", None)
+    return result
+
+
+def _evaluate_and_advance(model, task, levels, config, progress, device, logger) -> None:
+    """Evaluate at the current level; move up the curriculum or stop when solved.
+
+    Every rank computes the same evaluation (same weights, same data), so the
+    decisions agree without communication.
+    """
+    params = levels[progress.level]
+    metrics = evaluate(model, task, params, config.eval_batches, config.batch_size,
+                       eval_generator(config.seed, progress.step), device)
+    metrics.pop("sequences", None)
+    metric = metrics[task.primary_metric]
+    progress.last_eval = {**metrics, "level": progress.level}
+    logger.log("eval", progress.step, {**metrics, "level": progress.level})
+    last = progress.level == len(levels) - 1
+    if config.curriculum and not last and metric <= config.curriculum_threshold:
+        progress.level += 1
+        logger.log("level", progress.step, {"level": progress.level, **levels[progress.level]})
+        logger.message(f"step {progress.step}: {task.primary_metric} {metric:.3g} <= "
+                       f"{config.curriculum_threshold} -> level {progress.level + 1}/{len(levels)} "
+                       f"({', '.join(f'{k}={v}' for k, v in levels[progress.level].items())})")
+    elif last and config.solved_threshold > 0 and metric <= config.solved_threshold:
+        progress.solved = True
+        logger.message(f"step {progress.step}: solved ({task.primary_metric} {metric:.3g} <= "
+                       f"{config.solved_threshold})")
+
+
+def _truncate_metrics(run_dir: Path, step: int, ddp: Distributed) -> None:
+    """Drop log records written after the checkpoint a run resumes from."""
+    if not ddp.main:
+        return
+    records = read_metrics(run_dir)
+    kept = [r for r in records if r["step"] <= step]
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_trained(run_dir: Path | str, device: str = "cpu"):
+    """(config, task, model, checkpoint) of a run, the model rebuilt from its stored config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    payload = checkpoint.load(run_dir / checkpoint.CHECKPOINT)
+    config = TrainConfig.from_dict(payload["config"])
+    task = config.make_task()
+    model = build_model(config, task)
+    model.load_state_dict(payload["model"])
+    model.to(resolve_device(device)).eval()
+    return config, task, model, payload
+

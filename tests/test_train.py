@@ -1,0 +1,222 @@
+"""Specification of the training loop: configs, checkpoints, resume, eval, plots, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchdnc import checkpoint
+from torchdnc.checkpoint import CheckpointError
+from torchdnc.cli import main
+from torchdnc.config import TrainConfig, resolve_config
+from torchdnc.train import RunError, read_metrics, train
+
+TINY = {"hidden_size": "16", "memory_size": "6", "word_size": "4", "num_reads": "1",
+        "batch_size": "4", "max_length": "3", "curriculum_start": "2", "curriculum_levels": "2",
+        "eval_interval": "4", "eval_batches": "1", "log_interval": "1", "progress": "false",
+        "optimizer": "adam", "lr": "1e-3"}
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    return resolve_config("copy", "default", {**TINY, **{k: str(v) for k, v in overrides.items()}})
+
+
+def train_losses(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    whole = tmp_path / "whole"
+    train(tiny_config(iterations=12, checkpoint_interval=6), whole)
+    part = tmp_path / "part"
+    train(tiny_config(iterations=7, checkpoint_interval=100), part)  # stops off the checkpoint grid
+    train(tiny_config(iterations=12, checkpoint_interval=100), part, resume=True)
+    assert train_losses(part) == train_losses(whole)
+    assert len(train_losses(whole)) == 12
+    a = checkpoint.load(whole / "checkpoint.pt")["model"]
+    b = checkpoint.load(part / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path):
+    train(tiny_config(iterations=4, checkpoint_interval=2), tmp_path)
+    payload = checkpoint.load(tmp_path)
+    assert payload["step"] == 4
+    assert {"model", "optimizer", "data_rng", "torch_rng", "progress", "config"} <= set(payload)
+    assert TrainConfig.from_dict(payload["config"]) == tiny_config(iterations=4, checkpoint_interval=2)
+    assert (tmp_path / "checkpoint.prev.pt").exists()  # the previous one is kept
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+class Arbitrary:
+    pass
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": 1, "model": Arbitrary(), "optimizer": {}, "step": 0, "config": {}}, path)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is truncated or corrupted"):
+        checkpoint.load(path)
+
+
+def test_truncated_checkpoint_names_the_file_and_keeps_the_last_good(tmp_path):
+    train(tiny_config(iterations=4, checkpoint_interval=2), tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is truncated or corrupted.*"
+                                              "previous checkpoint .*checkpoint.prev.pt is kept"):
+        train(tiny_config(iterations=8), tmp_path, resume=True)
+    assert checkpoint.load(tmp_path / "checkpoint.prev.pt")["step"] == 2
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path):
+    train(tiny_config(iterations=2), tmp_path)
+    with pytest.raises(RunError, match=r"dnc.memory_size is 6 in the run, 7 requested"):
+        train(tiny_config(iterations=4, memory_size=7), tmp_path, resume=True)
+    with pytest.raises(RunError, match=r"task.max_length is 3 in the run, 4 requested"):
+        train(tiny_config(iterations=4, max_length=4), tmp_path, resume=True)
+
+
+def test_existing_run_directory_needs_force(tmp_path):
+    train(tiny_config(iterations=2), tmp_path)
+    with pytest.raises(RunError, match="already exists; pass --force"):
+        train(tiny_config(iterations=2), tmp_path)
+    train(tiny_config(iterations=3), tmp_path, force=True)
+    assert checkpoint.load(tmp_path)["step"] == 3
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    with pytest.raises(RunError, match="refusing to delete it even with --force"):
+        train(tiny_config(iterations=2), other, force=True)
+    assert (other / "precious.txt").exists()
+
+
+def test_curriculum_rises_and_is_logged(tmp_path):
+    config = tiny_config(iterations=8, curriculum_threshold=1e9)  # every evaluation passes
+    train(config, tmp_path)
+    records = read_metrics(tmp_path)
+    levels = [r for r in records if r["kind"] == "level"]
+    assert levels and levels[0]["step"] == 4 and levels[0]["level"] == 1
+    assert levels[0]["max_length"] == 3
+    assert {r["level"] for r in records if r["kind"] == "train"} == {0, 1}
+    assert list((tmp_path / "tb").iterdir()), "TensorBoard events are written"
+
+
+def test_solved_threshold_stops_early(tmp_path):
+    result = train(tiny_config(iterations=100, curriculum_threshold=1e9, solved_threshold=1e9),
+                   tmp_path)
+    assert result["solved"] and result["step"] == 8
+
+
+def test_sigterm_saves_a_checkpoint_then_resume(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "torchdnc", "train", "copy", "--out", str(run),
+            *[f"--{k}={v}" for k, v in TINY.items()], "--iterations=100000"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(r["kind"] == "train" for r in read_metrics(run)):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output.decode()
+    stopped = checkpoint.load(run)["step"]
+    assert stopped >= 1
+    end = [r for r in read_metrics(run) if r["kind"] == "end"][-1]
+    assert end["interrupted"] == "SIGTERM" and end["step"] == stopped
+    assert main(["train", "--resume", str(run), f"--iterations={stopped + 2}"]) == 0
+    assert checkpoint.load(run)["step"] == stopped + 2
+
+
+def test_eval_reports_generalisation_and_larger_memory(tmp_path, capsys):
+    train(tiny_config(iterations=2), tmp_path)
+    assert main(["eval", str(tmp_path), "--batches", "1", "--batch-size", "2"]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    settings = {(r["setting"].split(" (")[0], r["memory_size"]) for r in report["rows"]}
+    assert settings == {("training", 6), ("training", 24), ("length 6", 6), ("length 6", 24),
+                        ("length 12", 6), ("length 12", 24)}
+    assert "| setting | N | bits_per_sequence | bit_error | loss |" in capsys.readouterr().out
+    assert (tmp_path / "eval.md").exists()
+
+
+def test_plot_writes_pngs(tmp_path):
+    train(tiny_config(iterations=4), tmp_path)
+    assert main(["plot", str(tmp_path)]) == 0
+    for name in ("training.png", "memory.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lstm_baseline_matches_parameter_count_and_trains(tmp_path):
+    config = tiny_config(iterations=3, model="lstm")
+    train(config, tmp_path)
+    from torchdnc.train import load_trained
+
+    _, task, model, _ = load_trained(tmp_path)
+    dnc_params = sum(p.numel() for p in
+                     __import__("torchdnc").DNC(config.dnc_config(task)).parameters())
+    lstm_params = sum(p.numel() for p in model.parameters())
+    assert abs(lstm_params - dnc_params) / dnc_params < 0.1
+
+
+def test_config_file_and_override_precedence(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("lr: 0.01\ndnc:\n  memory_size: 9\ntask_options:\n  max_length: 4\n")
+    config = resolve_config("copy", "quick", {"lr": "0.02"}, path)
+    assert config.lr == 0.02 and config.dnc["memory_size"] == 9
+    assert config.task_options["max_length"] == 4
+    assert config.dnc["num_reads"] == 1  # from the preset
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "kopy"], "unknown task 'kopy'; valid tasks: associative_recall, copy"),
+    (["train", "copy", "--preset", "fast"], "unknown preset 'fast' for task 'copy'; valid presets:"),
+    (["train", "copy", "--lr=fast"], "option lr: expected a number, got 'fast'"),
+    (["train", "copy", "--memory_size=1.5"], "option memory_size: expected an integer, got '1.5'"),
+    (["train", "copy", "--hiden_size=3"], "unknown option 'hiden_size'; valid options: .*hidden_size"),
+    (["train", "copy", "--input_size=3"], "follow from the task"),
+    (["train", "--resume", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+    (["eval", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+    (["train", "copy", "--progress=maybe"], "option progress: expected true or false, got 'maybe'"),
+])
+def test_bad_command_lines_get_clear_errors(args, message, capsys):
+    assert main(args) == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_train_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--lr=", "--batch_size=", "--memory_size=", "--num_writes=", "--resume", "--force"):
+        assert option in out
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_ddp_two_processes_match_one_process(tmp_path):
+    overrides = [f"--{k}={v}" for k, v in TINY.items()] + ["--iterations=6", "--eval_interval=3"]
+    single, double = tmp_path / "single", tmp_path / "ddp"
+    assert main(["train", "copy", "--out", str(single), *overrides]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "torchdnc", "train", "copy", "--out", str(double), *overrides],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    end = [r for r in read_metrics(double) if r["kind"] == "end"][-1]
+    assert end["rank_parameter_spread"] == 0.0  # ranks hold identical parameters
+    a = checkpoint.load(single)["model"]
+    b = checkpoint.load(double)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    losses = [loss for _, loss in train_losses(single)]
+    assert [loss for _, loss in train_losses(double)] == pytest.approx(losses, rel=1e-5)
