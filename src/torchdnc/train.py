@@ -79,8 +79,8 @@ def evaluate(model: nn.Module, task: Task, params: dict[str, Any], batches: int,
              generator: torch.Generator, device: torch.device) -> dict[str, float]:
     """Per-sequence means of the task metrics over ``batches`` fresh batches."""
     totals: dict[str, float] = {}
-    for _ in range(batches):
-        batch = task.sample(batch_size, generator, **params).to(device)
+    for batch in task.validation_batches(batch_size, generator, batches, **params):
+        batch = batch.to(device)
         outputs, _ = model(batch.inputs, mask=batch.mask)
         metrics = task.metrics(outputs, batch)
         metrics["loss"] = float(task.loss(outputs, batch)) * outputs.shape[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,16 @@ class Task:
     def sample(self, batch_size: int, generator: torch.Generator, **params: Any) -> Batch:
         """A batch at the difficulty ``params`` (one of `levels`, or harder)."""
         raise NotImplementedError
+
+    def validation_batches(self, batch_size: int, generator: torch.Generator, batches: int,
+                           **params: Any) -> Iterator[Batch]:
+        """Held-out batches for an evaluation at ``params``.
+
+        Synthetic tasks draw ``batches`` fresh batches; tasks with a fixed data
+        set override this to walk their validation or test split.
+        """
+        for _ in range(batches):
+            yield self.sample(batch_size, generator, **params)
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         """Scalar training loss: summed over steps and features, mean over sequences."""
