@@ -33,12 +33,13 @@ def assert_same(a, b, tol=1e-12):
             assert_same(x, y, tol)
 
 
+@pytest.mark.parametrize("implementation", ["plain", "auto"])
 @pytest.mark.parametrize("clip", [20.0, 0.3, 0.0])
-def test_whole_dnc_matches_reference(clip):
+def test_whole_dnc_matches_reference(clip, implementation):
     """One-layer LSTM, interface and output layers against the NumPy reference."""
     torch.manual_seed(1)
     dnc = DNC(input_size=5, output_size=4, hidden_size=7, memory_size=6, word_size=3,
-              num_reads=2, num_writes=1, clip=clip).double()
+              num_reads=2, num_writes=1, clip=clip, implementation=implementation).double()
     for p in dnc.parameters():  # larger weights so that clipping really bites
         torch.nn.init.normal_(p, std=0.8)
     x = torch.randn(3, 15, 5, dtype=f64) * 2
@@ -228,7 +229,7 @@ def test_gradcheck_small_dnc(monkeypatch):
 
     monkeypatch.setattr(addressing, "usage_update", usage_with_gradient)
     dnc = DNC(input_size=2, output_size=2, hidden_size=3, memory_size=3, word_size=2,
-              num_reads=2, num_writes=2).double()
+              num_reads=2, num_writes=2, implementation="plain").double()
     x = torch.randn(2, 4, 2, dtype=f64, requires_grad=True)
     assert gradcheck(lambda x: dnc(x)[0], (x,))
 

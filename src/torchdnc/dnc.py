@@ -32,6 +32,9 @@ from torchdnc.controller import CONTROLLERS, make_controller
 from torchdnc.memory import STRENGTH_ACTIVATIONS, MemoryAccess, MemoryState, traced_memory_step
 
 
+IMPLEMENTATIONS = ("auto", "fused", "plain", "compile")
+
+
 @dataclass
 class DNCConfig:
     """Everything that defines a DNC's shape; saved with every checkpoint.
@@ -51,6 +54,11 @@ class DNCConfig:
     clip: float = 20.0  # on h_t, the carried controller state and y_t; 0 disables
     strength_activation: str = "oneplus"  # "oneplus" (paper) or "softplus" (DeepMind)
     batch_first: bool = True
+    # How to run it; every choice gives the same results up to rounding:
+    # "auto" (fused C++ recurrence where it applies, else plain), "fused",
+    # "plain" (PyTorch ops step by step) or "compile" (plain step under torch.compile).
+    implementation: str = "auto"
+    backward_chunk: int = 0  # fused: recompute memory and links every this many steps; 0 = auto
 
     def __post_init__(self) -> None:
         for name in ("input_size", "output_size", "hidden_size", "num_layers",
@@ -67,6 +75,15 @@ class DNCConfig:
             )
         if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or self.clip < 0:
             raise ValueError(f"clip: expected a number >= 0 (0 disables), got {self.clip!r}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, "
+                             f"got {self.implementation!r}")
+        if self.implementation == "fused" and (self.controller != "lstm" or self.num_layers != 1):
+            raise ValueError("implementation: 'fused' needs controller='lstm' with num_layers=1, "
+                             f"got controller={self.controller!r}, num_layers={self.num_layers}")
+        if isinstance(self.backward_chunk, bool) or not isinstance(self.backward_chunk, int) \
+                or self.backward_chunk < 0:
+            raise ValueError(f"backward_chunk: expected an integer >= 0, got {self.backward_chunk!r}")
         if not isinstance(self.batch_first, bool):
             raise ValueError(f"batch_first: expected True or False, got {self.batch_first!r}")
 
@@ -271,46 +288,79 @@ class DNC(nn.Module):
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
         keep = None if mask is None else mask.to(torch.bool)
 
-        clip = self.config.clip
-        controller, access = self.controller, self.access
-        projected = controller.project_inputs(x)
-        controller_state, memory_state, reads = state
-        hiddens, all_reads, traces = [], [], []
-        for t in range(steps):
-            hidden, new_controller = controller.step(projected[:, t], reads.flatten(1), controller_state)
-            if clip:
-                hidden = hidden.clamp(-clip, clip)
-                new_controller = map_state(lambda s: s.clamp(-clip, clip), new_controller)
-            interface = access.parse(hidden)
-            new_memory, new_reads, step_trace = traced_memory_step(memory_state, interface)
-            if keep is not None:
-                step_keep = keep[:, t]
-                carry = lambda new, old: torch.where(  # noqa: E731
-                    step_keep.view(-1, *([1] * (new.dim() - 1))), new, old
-                )
-                new_controller = map_state(carry, new_controller, controller_state)
-                new_memory = map_state(carry, new_memory, memory_state)
-                new_reads = carry(new_reads, reads)
-            controller_state, memory_state, reads = new_controller, new_memory, new_reads
-            hiddens.append(hidden)
-            all_reads.append(new_reads)
-            if return_trace:
-                traces.append((memory_state, interface, step_trace))
+        projected = self.controller.project_inputs(x)
+        if self._fused_applies(x, return_trace):
+            from torchdnc.fused import fused_forward
+
+            hiddens, read_sequence, new_state = fused_forward(
+                self, projected, state, keep, self.config.backward_chunk)
+            traces = None
+        else:
+            hiddens, read_sequence, new_state, traces = self._run_steps(
+                projected, state, keep, return_trace)
 
         # The output layer is time-parallel: one product for the whole sequence.
-        hiddens = torch.stack(hiddens, 1)
-        read_sequence = torch.stack(all_reads, 1)
         y = self.output(torch.cat([hiddens, read_sequence.flatten(2)], dim=-1))
+        clip = self.config.clip
         if clip:
             y = y.clamp(-clip, clip)
         if keep is not None:
             y = y * keep.unsqueeze(-1).to(y.dtype)
         if not self.config.batch_first:
             y = y.transpose(0, 1)
-        new_state = DNCState(controller_state, memory_state, reads)
         if return_trace:
             return y, new_state, _stack_trace(traces)
         return y, new_state
+
+    def _fused_applies(self, x: Tensor, return_trace: bool) -> bool:
+        c = self.config
+        if c.implementation not in ("auto", "fused") or return_trace:
+            return False
+        if c.controller != "lstm" or c.num_layers != 1 or x.device.type != "cpu":
+            return False
+        if x.dtype not in (torch.float32, torch.float64):
+            return False
+        from torchdnc import fused
+
+        return fused.available()
+
+    def _run_steps(self, projected: Tensor, state: DNCState, keep: Tensor | None,
+                   return_trace: bool):
+        """The plain path: one memory step at a time with PyTorch ops."""
+        step = self._step
+        if self.config.implementation == "compile":
+            step = _compiled_step(self)
+        controller_state, memory_state, reads = state
+        hiddens, all_reads, traces = [], [], []
+        for t in range(projected.shape[1]):
+            step_keep = None if keep is None else keep[:, t]
+            hidden, controller_state, memory_state, reads, step_trace = step(
+                projected[:, t], step_keep, controller_state, memory_state, reads)
+            hiddens.append(hidden)
+            all_reads.append(reads)
+            if return_trace:
+                traces.append(step_trace)
+        new_state = DNCState(controller_state, memory_state, reads)
+        return torch.stack(hiddens, 1), torch.stack(all_reads, 1), new_state, traces
+
+    def _step(self, projected_t: Tensor, keep_t: Tensor | None, controller_state,
+              memory_state: MemoryState, reads: Tensor):
+        """One time step: controller, clipping, interface, memory (DESIGN.md section 3)."""
+        clip = self.config.clip
+        hidden, new_controller = self.controller.step(projected_t, reads.flatten(1), controller_state)
+        if clip:
+            hidden = hidden.clamp(-clip, clip)
+            new_controller = map_state(lambda s: s.clamp(-clip, clip), new_controller)
+        interface = self.access.parse(hidden)
+        new_memory, new_reads, step_trace = traced_memory_step(memory_state, interface)
+        if keep_t is not None:
+            def carry(new: Tensor, old: Tensor) -> Tensor:
+                return torch.where(keep_t.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+            new_controller = map_state(carry, new_controller, controller_state)
+            new_memory = map_state(carry, new_memory, memory_state)
+            new_reads = carry(new_reads, reads)
+        return hidden, new_controller, new_memory, new_reads, (new_memory, interface, step_trace)
 
     def step(self, x_t: Tensor, state: DNCState | None = None) -> tuple[Tensor, DNCState]:
         """One time step, ``x_t [B, input_size] -> y_t [B, output_size]``.
@@ -325,6 +375,24 @@ class DNC(nn.Module):
         time_axis = 1 if self.config.batch_first else 0
         y, state = self(x_t.unsqueeze(time_axis), state)
         return y.squeeze(time_axis), state
+
+
+_COMPILED: dict[int, Any] = {}
+
+
+def _compiled_step(dnc: "DNC"):
+    """``dnc._step`` under `torch.compile`, or the plain step where that fails."""
+    key = id(dnc)
+    if key not in _COMPILED:
+        try:
+            _COMPILED[key] = torch.compile(dnc._step, dynamic=False)
+        except Exception as error:  # torch.compile unavailable on this platform
+            import warnings
+
+            warnings.warn(f"torchdnc: torch.compile unavailable ({error}); using the plain step",
+                          RuntimeWarning, stacklevel=3)
+            _COMPILED[key] = dnc._step
+    return _COMPILED[key]
 
 
 def _state_paths(state, prefix: str = "") -> list[tuple[str, Any]]:

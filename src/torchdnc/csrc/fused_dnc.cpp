@@ -1,0 +1,965 @@
+// Fused DNC recurrence on the CPU: the whole sequence forward in one call and
+// its hand-derived backward in another (DESIGN.md section 3, one-layer LSTM
+// controller). Same equations and order of operations as torchdnc.addressing;
+// results differ from the plain PyTorch path only by floating-point rounding.
+//
+// Memory: per step only O(N) quantities are kept. The memory matrix M and the
+// link matrices L are stored at the start of every chunk of `chunk` steps and
+// recomputed chunk by chunk during the backward pass, so the backward keeps
+// (T / chunk + chunk) copies of them instead of T.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace {
+
+constexpr double kSimilarityEps = 1e-6;  // torchdnc.addressing.SIMILARITY_EPSILON
+constexpr double kAllocationEps = 1e-6;  // torchdnc.addressing.ALLOCATION_EPSILON
+
+struct Dims {
+  int64_t B, T, H, N, W, R, K, I, G, chunk;
+  double clip;
+  bool oneplus;
+  int64_t RW() const { return R * W; }
+};
+
+// Offsets of the interface parts in xi (DESIGN.md section 3 layout).
+struct Layout {
+  int64_t read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
+      free_gates, allocation_gates, write_gates, read_modes, size;
+  explicit Layout(const Dims& d) {
+    int64_t o = 0;
+    read_keys = o; o += d.R * d.W;
+    read_strengths = o; o += d.R;
+    write_keys = o; o += d.K * d.W;
+    write_strengths = o; o += d.K;
+    erase = o; o += d.K * d.W;
+    write_vectors = o; o += d.K * d.W;
+    free_gates = o; o += d.R;
+    allocation_gates = o; o += d.K;
+    write_gates = o; o += d.K;
+    read_modes = o; o += d.R * (1 + 2 * d.K);
+    size = o;
+  }
+};
+
+// Batch elements per task so that a thread gets enough work to pay for itself.
+inline int64_t grain(const Dims& d) {
+  const int64_t work = d.N * (d.W + d.R + d.K) + d.K * d.N * d.N * (1 + d.R);
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(work, 1));
+}
+
+template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+
+// torch.nn.functional.softplus with beta 1, threshold 20, and its derivative.
+template <typename T> inline T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
+template <typename T> inline T softplus_grad(T x) {
+  if (x > T(20)) return T(1);
+  T z = std::exp(x);
+  return z / (z + T(1));
+}
+
+template <typename T> inline T clamp(T x, double c) {
+  if (c <= 0) return x;
+  return std::min(std::max(x, T(-c)), T(c));
+}
+template <typename T> inline T clamp_pass(T x, double c) {
+  if (c <= 0) return T(1);
+  return (x >= T(-c) && x <= T(c)) ? T(1) : T(0);
+}
+
+// Parsed interface of one batch element (activated values).
+template <typename T> struct Parsed {
+  std::vector<T> v;
+  const T* read_keys; const T* read_strengths; const T* write_keys; const T* write_strengths;
+  const T* erase; const T* write_vectors; const T* free_gates; const T* allocation_gates;
+  const T* write_gates; const T* read_modes;
+  void parse(const T* xi, const Dims& d, const Layout& lay) {
+    v.assign(xi, xi + lay.size);
+    T* p = v.data();
+    for (int64_t r = 0; r < d.R; ++r) {
+      T x = xi[lay.read_strengths + r];
+      p[lay.read_strengths + r] = d.oneplus ? T(1) + softplus(x) : softplus(x);
+    }
+    for (int64_t k = 0; k < d.K; ++k) {
+      T x = xi[lay.write_strengths + k];
+      p[lay.write_strengths + k] = d.oneplus ? T(1) + softplus(x) : softplus(x);
+    }
+    for (int64_t i = 0; i < d.K * d.W; ++i) p[lay.erase + i] = sigmoid(xi[lay.erase + i]);
+    for (int64_t i = 0; i < d.R; ++i) p[lay.free_gates + i] = sigmoid(xi[lay.free_gates + i]);
+    for (int64_t i = 0; i < d.K; ++i) {
+      p[lay.allocation_gates + i] = sigmoid(xi[lay.allocation_gates + i]);
+      p[lay.write_gates + i] = sigmoid(xi[lay.write_gates + i]);
+    }
+    const int64_t M = 1 + 2 * d.K;
+    for (int64_t r = 0; r < d.R; ++r) {
+      const T* x = xi + lay.read_modes + r * M;
+      T* y = p + lay.read_modes + r * M;
+      T mx = x[0];
+      for (int64_t m = 1; m < M; ++m) mx = std::max(mx, x[m]);
+      T s = 0;
+      for (int64_t m = 0; m < M; ++m) { y[m] = std::exp(x[m] - mx); s += y[m]; }
+      for (int64_t m = 0; m < M; ++m) y[m] = y[m] / s;
+    }
+    read_keys = p + lay.read_keys; read_strengths = p + lay.read_strengths;
+    write_keys = p + lay.write_keys; write_strengths = p + lay.write_strengths;
+    erase = p + lay.erase; write_vectors = p + lay.write_vectors; free_gates = p + lay.free_gates;
+    allocation_gates = p + lay.allocation_gates; write_gates = p + lay.write_gates;
+    read_modes = p + lay.read_modes;
+  }
+};
+
+template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Cosine similarity pieces of one key against every memory row.
+template <typename T>
+__attribute__((noinline)) void similarity(const T* memory, const T* key, int64_t N, int64_t W, T* dots, T* mem_norms,
+                T* key_norm, T* sims) {
+  T kk = dot(key, key, W);
+  *key_norm = std::sqrt(kk + T(kSimilarityEps));
+  for (int64_t n = 0; n < N; ++n) {
+    const T* row = memory + n * W;
+    dots[n] = dot(key, row, W);
+    mem_norms[n] = std::sqrt(dot(row, row, W) + T(kSimilarityEps));
+    sims[n] = dots[n] / (*key_norm * mem_norms[n] + T(kSimilarityEps));
+  }
+}
+
+// c = softmax(strength * D(key, memory)) over slots.
+template <typename T>
+__attribute__((noinline)) void content_forward(const T* memory, const T* key, T strength, int64_t N, int64_t W, T* out,
+                     std::vector<T>& scratch) {
+  scratch.resize(3 * N);
+  T* dots = scratch.data(); T* norms = dots + N; T* sims = norms + N;
+  T key_norm;
+  similarity(memory, key, N, W, dots, norms, &key_norm, sims);
+  T mx = strength * sims[0];
+  for (int64_t n = 0; n < N; ++n) { out[n] = strength * sims[n]; mx = std::max(mx, out[n]); }
+  T s = 0;
+  for (int64_t n = 0; n < N; ++n) { out[n] = std::exp(out[n] - mx); s += out[n]; }
+  for (int64_t n = 0; n < N; ++n) out[n] = out[n] / s;
+}
+
+// Backward of content_forward given its output c and upstream dc; adds into
+// dmemory [N, W] and dkey [W], returns d strength.
+template <typename T>
+__attribute__((noinline)) T content_backward(const T* memory, const T* key, T strength, const T* c, const T* dc, int64_t N,
+                   int64_t W, T* dmemory, T* dkey, std::vector<T>& scratch) {
+  scratch.resize(4 * N);
+  T* dots = scratch.data(); T* norms = dots + N; T* sims = norms + N; T* ds = sims + N;
+  T key_norm;
+  similarity(memory, key, N, W, dots, norms, &key_norm, sims);
+  T inner = 0;
+  for (int64_t n = 0; n < N; ++n) inner += dc[n] * c[n];
+  T dstrength = 0, dkey_norm = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    ds[n] = c[n] * (dc[n] - inner);
+    dstrength += ds[n] * sims[n];
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    T dsim = strength * ds[n];
+    T den = key_norm * norms[n] + T(kSimilarityEps);
+    T ddot = dsim / den;
+    T dden = -ddot * sims[n];
+    dkey_norm += dden * norms[n];
+    T dmem_norm = dden * key_norm;
+    const T* row = memory + n * W;
+    T* drow = dmemory + n * W;
+    T scale = dmem_norm / norms[n];
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) {
+      drow[w] += ddot * key[w] + scale * row[w];
+      dkey[w] += ddot * row[w];
+    }
+  }
+  T kscale = dkey_norm / key_norm;
+  for (int64_t w = 0; w < W; ++w) dkey[w] += kscale * key[w];
+  return dstrength;
+}
+
+// One head's allocation from usage s (Methods, dynamic memory allocation).
+template <typename T>
+__attribute__((noinline)) void allocation_forward(const T* usage, int64_t N, T* out, int32_t* order, std::vector<T>& mapped) {
+  mapped.resize(N);
+  for (int64_t n = 0; n < N; ++n) mapped[n] = T(kAllocationEps) + T(1 - kAllocationEps) * usage[n];
+  std::iota(order, order + N, 0);
+  std::stable_sort(order, order + N, [&](int32_t a, int32_t b) { return mapped[a] < mapped[b]; });
+  T product = 1;
+  for (int64_t j = 0; j < N; ++j) {
+    T q = mapped[order[j]];
+    out[order[j]] = (T(1) - q) * product;
+    product = product * q;
+  }
+}
+
+template <typename T>
+__attribute__((noinline)) void allocation_backward(const T* usage, const int32_t* order, const T* dalloc, int64_t N, T* dusage,
+                         std::vector<T>& scratch) {
+  scratch.resize(3 * N);
+  T* q = scratch.data(); T* prefix = q + N; T* da = prefix + N;
+  T product = 1;
+  for (int64_t j = 0; j < N; ++j) {
+    q[j] = T(kAllocationEps) + T(1 - kAllocationEps) * usage[order[j]];
+    prefix[j] = product;
+    product = product * q[j];
+    da[j] = dalloc[order[j]];
+  }
+  T rest = 0;  // R_j = sum_{m>j} da_m (1 - q_m) prod_{j<i<m} q_i
+  for (int64_t j = N - 1; j >= 0; --j) {
+    dusage[order[j]] += T(1 - kAllocationEps) * prefix[j] * (rest - da[j]);
+    rest = da[j] * (T(1) - q[j]) + q[j] * rest;
+  }
+}
+
+// Per-step quantities kept for the backward pass, [T, B, ...] layouts.
+template <typename T> struct Saved {
+  T* usage;          // [T+1, B, N]   u before / after each step
+  T* read_weights;   // [T+1, B, R, N]
+  T* write_weights;  // [T+1, B, K, N]
+  T* precedence;     // [T+1, B, K, N]
+  T* simulated;      // [T, B, K, N]  usage each write head allocates on
+  T* allocation;     // [T, B, K, N]
+  int32_t* order;    // [T, B, K, N]  free lists
+  T* write_content;  // [T, B, K, N]
+  T* read_content;   // [T, B, R, N]
+  T* forward;        // [T, B, R, K, N]
+  T* backward;       // [T, B, R, K, N]
+};
+
+// The memory chain that does not need the controller: erase-and-write and the
+// link update, from the stored write weights, erase / write vectors and
+// precedence. Used in the forward pass and to recompute a chunk in backward.
+template <typename T>
+__attribute__((noinline)) void write_memory(T* memory, const T* ww, const T* erase, const T* values, const Dims& d) {
+  const int64_t N = d.N, W = d.W, K = d.K;
+  std::vector<T> keep(W), add(W);
+  for (int64_t n = 0; n < N; ++n) {
+    T* row = memory + n * W;
+    if (K == 1) {
+      const T wn = ww[n];
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) row[w] = row[w] * (T(1) - wn * erase[w]) + wn * values[w];
+      continue;
+    }
+    std::fill(keep.begin(), keep.end(), T(1));
+    std::fill(add.begin(), add.end(), T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const T wkn = ww[k * N + n];
+      const T* e = erase + k * W;
+      const T* v = values + k * W;
+      T* kp = keep.data();
+      T* ap = add.data();
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) {
+        kp[w] = kp[w] * (T(1) - wkn * e[w]);
+        ap[w] += wkn * v[w];
+      }
+    }
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) row[w] = row[w] * keep[w] + add[w];
+  }
+}
+
+template <typename T>
+__attribute__((noinline)) void update_link(T* link, const T* precedence, const T* ww, int64_t N) {
+  for (int64_t i = 0; i < N; ++i) {
+    T* row = link + i * N;
+    const T wi = ww[i];
+    const T a = T(1) - wi;
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * row[j] + wi * precedence[j];
+    row[i] = 0;
+  }
+}
+
+template <typename T> struct Workspace {
+  Parsed<T> parsed;
+  std::vector<T> a, b, c, d, e;
+};
+
+// One memory step of one batch element, in place on (M, u, L, p, wr, ww).
+template <typename T>
+void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads, const Dims& d,
+                    const Layout& lay, Saved<T>& s, int64_t t, int64_t b, Workspace<T>& ws) {
+  const int64_t N = d.N, W = d.W, R = d.R, K = d.K, B = d.B;
+  auto& P = ws.parsed;
+  P.parse(xi, d, lay);
+  // 1. usage from the previous weights (write weights without gradient).
+  T* u_new = s.usage + ((t + 1) * B + b) * N;
+  for (int64_t n = 0; n < N; ++n) {
+    T unwritten = 1;
+    for (int64_t k = 0; k < K; ++k) unwritten = unwritten * (T(1) - ww[k * N + n]);
+    T written = T(1) - unwritten;
+    T retention = 1;
+    for (int64_t r = 0; r < R; ++r) retention = retention * (T(1) - P.free_gates[r] * wr[r * N + n]);
+    u_new[n] = (u[n] + written - u[n] * written) * retention;
+  }
+  // 2. allocation per write head on a simulated usage.
+  const int64_t sbk = (t * B + b) * K * N;
+  T* simulated = s.simulated + sbk;
+  T* alloc = s.allocation + sbk;
+  int32_t* order = s.order + sbk;
+  std::copy(u_new, u_new + N, simulated);
+  for (int64_t k = 0; k < K; ++k) {
+    T* sk = simulated + k * N;
+    allocation_forward(sk, N, alloc + k * N, order + k * N, ws.a);
+    if (k + 1 < K) {
+      T gate = P.allocation_gates[k] * P.write_gates[k];
+      T* next = sk + N;
+      for (int64_t n = 0; n < N; ++n) next[n] = sk[n] + (T(1) - sk[n]) * gate * alloc[k * N + n];
+    }
+  }
+  // 3. write weights from content on the OLD memory.
+  T* wcontent = s.write_content + sbk;
+  T* ww_new = s.write_weights + ((t + 1) * B + b) * K * N;
+  for (int64_t k = 0; k < K; ++k) {
+    content_forward(M, P.write_keys + k * W, P.write_strengths[k], N, W, wcontent + k * N, ws.b);
+    T ga = P.allocation_gates[k], gw = P.write_gates[k];
+    for (int64_t n = 0; n < N; ++n)
+      ww_new[k * N + n] = gw * (ga * alloc[k * N + n] + (T(1) - ga) * wcontent[k * N + n]);
+  }
+  // 4. erase then write.
+  write_memory(M, ww_new, P.erase, P.write_vectors, d);
+  // 5. links from the PREVIOUS precedence, then precedence.
+  T* p_new = s.precedence + ((t + 1) * B + b) * K * N;
+  for (int64_t k = 0; k < K; ++k) {
+    update_link(L + k * N * N, p + k * N, ww_new + k * N, N);
+    T sum = 0;
+    for (int64_t n = 0; n < N; ++n) sum += ww_new[k * N + n];
+    for (int64_t n = 0; n < N; ++n) p_new[k * N + n] = (T(1) - sum) * p[k * N + n] + ww_new[k * N + n];
+  }
+  // 6. read content on the NEW memory.
+  const int64_t rb = (t * B + b) * R * N;
+  T* rcontent = s.read_content + rb;
+  for (int64_t r = 0; r < R; ++r)
+    content_forward(M, P.read_keys + r * W, P.read_strengths[r], N, W, rcontent + r * N, ws.b);
+  // 7. forward / backward weights from the NEW links and the PREVIOUS read weights.
+  const int64_t db = (t * B + b) * R * K * N;
+  T* fw = s.forward + db;
+  T* bw = s.backward + db;
+  std::fill(bw, bw + R * K * N, T(0));
+  for (int64_t k = 0; k < K; ++k) {
+    const T* Lk = L + k * N * N;
+    for (int64_t i = 0; i < N; ++i) {
+      const T* row = Lk + i * N;
+      for (int64_t r = 0; r < R; ++r) {
+        const T* prev = wr + r * N;
+        fw[(r * K + k) * N + i] = dot(row, prev, N);
+        T wi = prev[i];
+        T* bout = bw + (r * K + k) * N;
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) bout[j] += row[j] * wi;
+      }
+    }
+  }
+  // 8. read weights and read vectors.
+  T* wr_new = s.read_weights + ((t + 1) * B + b) * R * N;
+  const int64_t modes = 1 + 2 * K;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* pi = P.read_modes + r * modes;
+    for (int64_t n = 0; n < N; ++n) {
+      T back = 0, fore = 0;
+      for (int64_t k = 0; k < K; ++k) back += pi[k] * bw[(r * K + k) * N + n];
+      for (int64_t k = 0; k < K; ++k) fore += pi[K + 1 + k] * fw[(r * K + k) * N + n];
+      wr_new[r * N + n] = back + pi[K] * rcontent[r * N + n] + fore;
+    }
+    T* out = reads + r * W;
+    std::fill(out, out + W, T(0));
+    for (int64_t n = 0; n < N; ++n) {
+      const T wv = wr_new[r * N + n];
+      const T* row = M + n * W;
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) out[w] += wv * row[w];
+    }
+  }
+  std::copy(u_new, u_new + N, u);
+  std::copy(ww_new, ww_new + K * N, ww);
+  std::copy(p_new, p_new + K * N, p);
+  std::copy(wr_new, wr_new + R * N, wr);
+}
+
+}  // namespace
+
+// Forward over the whole sequence. Returns the outputs and every tensor the
+// backward needs (opaque to Python apart from the first ten).
+std::vector<torch::Tensor> fused_forward(
+    torch::Tensor projected,  // [B, T, 4H]: W_ih[:, :input] x_t + b_ih + b_hh
+    torch::Tensor w_cat,      // [4H, R W + H]: [W_ih[:, input:], W_hh]
+    torch::Tensor w_xi, torch::Tensor b_xi,  // [I, H], [I]
+    torch::Tensor h0, torch::Tensor c0, torch::Tensor r0,  // [B,H], [B,H], [B,R,W]
+    torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
+    torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
+    double clip, bool oneplus, int64_t chunk) {
+  const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
+  const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
+  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, std::max<int64_t>(1, std::min(chunk, T)), clip, oneplus};
+  Layout lay(d);
+  TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
+  const int64_t chunks = (T + d.chunk - 1) / d.chunk;
+  auto opts = projected.options();
+  auto iopts = opts.dtype(torch::kInt32);
+  const bool masked = keep.numel() > 0;
+  auto keep_c = masked ? keep.to(torch::kBool).contiguous() : keep;
+
+  auto hidden = torch::empty({T + 1, B, H}, opts);  // h_t clipped; [0] = h0
+  auto cell = torch::empty({T + 1, B, H}, opts);
+  auto cell_raw = torch::empty({T, B, H}, opts);    // c' before clipping
+  auto gates = torch::empty({T, B, G}, opts);        // i, f, g, o activations
+  auto xis = torch::empty({T, B, d.I}, opts);        // raw interface vectors
+  auto reads = torch::empty({T + 1, B, R, W}, opts); // [0] = r0
+  auto inputs = torch::empty({T, B, R * W + H}, opts);  // controller inputs [r_{t-1}; h_{t-1}]
+  auto usage = torch::empty({T + 1, B, N}, opts);
+  auto read_w = torch::empty({T + 1, B, R, N}, opts);
+  auto write_w = torch::empty({T + 1, B, K, N}, opts);
+  auto prec = torch::empty({T + 1, B, K, N}, opts);
+  auto simulated = torch::empty({T, B, K, N}, opts);
+  auto alloc = torch::empty({T, B, K, N}, opts);
+  auto order = torch::empty({T, B, K, N}, iopts);
+  auto wcontent = torch::empty({T, B, K, N}, opts);
+  auto rcontent = torch::empty({T, B, R, N}, opts);
+  auto fwd = torch::empty({T, B, R, K, N}, opts);
+  auto bwd = torch::empty({T, B, R, K, N}, opts);
+  auto bound_M = torch::empty({chunks, B, N, W}, opts);
+  auto bound_L = torch::empty({chunks, B, K, N, N}, opts);
+
+  auto M = M0.contiguous().clone();
+  auto L = L0.contiguous().clone();
+  auto u_cur = u0.contiguous().clone();
+  auto p_cur = p0.contiguous().clone();
+  auto wr_cur = wr0.contiguous().clone();
+  auto ww_cur = ww0.contiguous().clone();
+  hidden[0].copy_(h0); cell[0].copy_(c0); reads[0].copy_(r0.reshape({B, R, W}));
+  usage[0].copy_(u0); read_w[0].copy_(wr0); write_w[0].copy_(ww0); prec[0].copy_(p0);
+  auto wct = w_cat.t();
+  auto wxit = w_xi.t();
+  auto proj_t = projected.transpose(0, 1);  // [T, B, G]
+
+  AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "fused_dnc_forward", [&] {
+    using T_ = scalar_t;
+    Saved<T_> s{usage.data_ptr<T_>(), read_w.data_ptr<T_>(), write_w.data_ptr<T_>(),
+                prec.data_ptr<T_>(), simulated.data_ptr<T_>(), alloc.data_ptr<T_>(),
+                order.data_ptr<int32_t>(), wcontent.data_ptr<T_>(), rcontent.data_ptr<T_>(),
+                fwd.data_ptr<T_>(), bwd.data_ptr<T_>()};
+    const bool* keep_p = masked ? keep_c.data_ptr<bool>() : nullptr;
+    const int64_t RW = R * W;
+    auto z = torch::empty({B, G}, opts);
+    // Controller input of step 0: [r_0; h_0].
+    {
+      T_* inp = inputs[0].data_ptr<T_>();
+      const T_* r = reads[0].data_ptr<T_>();
+      const T_* h = hidden[0].data_ptr<T_>();
+      for (int64_t b = 0; b < B; ++b) {
+        std::copy(r + b * RW, r + (b + 1) * RW, inp + b * (RW + H));
+        std::copy(h + b * H, h + (b + 1) * H, inp + b * (RW + H) + RW);
+      }
+    }
+    const int64_t memory_grain = grain(d);
+    const int64_t gate_grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1));
+    for (int64_t t = 0; t < T; ++t) {
+      if (t % d.chunk == 0) {
+        bound_M[t / d.chunk].copy_(M);
+        bound_L[t / d.chunk].copy_(L);
+      }
+      at::addmm_out(z, proj_t[t], inputs[t], wct);
+      // Controller: LSTM gates, cell and hidden, then clipping.
+      T_* zp = z.data_ptr<T_>();
+      T_* gp = gates[t].data_ptr<T_>();
+      T_* cprev = cell[t].data_ptr<T_>();
+      T_* hprev = hidden[t].data_ptr<T_>();
+      T_* cnew = cell[t + 1].data_ptr<T_>();
+      T_* hnew = hidden[t + 1].data_ptr<T_>();
+      T_* craw = cell_raw[t].data_ptr<T_>();
+      T_* next_inp = t + 1 < T ? inputs[t + 1].data_ptr<T_>() : nullptr;
+      at::parallel_for(0, B, gate_grain, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const bool on = keep_p == nullptr || keep_p[b * T + t];
+          for (int64_t j = 0; j < H; ++j) {
+            const int64_t o = b * G;
+            T_ ig = sigmoid(zp[o + j]), fg = sigmoid(zp[o + H + j]);
+            T_ gg = std::tanh(zp[o + 2 * H + j]), og = sigmoid(zp[o + 3 * H + j]);
+            gp[o + j] = ig; gp[o + H + j] = fg; gp[o + 2 * H + j] = gg; gp[o + 3 * H + j] = og;
+            T_ c = fg * cprev[b * H + j] + ig * gg;
+            craw[b * H + j] = c;
+            if (on) {
+              cnew[b * H + j] = clamp(c, clip);
+              hnew[b * H + j] = clamp(og * std::tanh(c), clip);
+            } else {
+              cnew[b * H + j] = cprev[b * H + j];
+              hnew[b * H + j] = hprev[b * H + j];
+            }
+          }
+          if (next_inp != nullptr)
+            std::copy(hnew + b * H, hnew + (b + 1) * H, next_inp + b * (RW + H) + RW);
+        }
+      });
+      auto xi_out = xis[t];
+      at::addmm_out(xi_out, b_xi, hidden[t + 1], wxit);
+      T_* xip = xis[t].data_ptr<T_>();
+      T_* Mp = M.data_ptr<T_>(); T_* Lp = L.data_ptr<T_>(); T_* up = u_cur.data_ptr<T_>();
+      T_* pp = p_cur.data_ptr<T_>(); T_* wrp = wr_cur.data_ptr<T_>(); T_* wwp = ww_cur.data_ptr<T_>();
+      T_* rnext = reads[t + 1].data_ptr<T_>();
+      T_* rprev = reads[t].data_ptr<T_>();
+      at::parallel_for(0, B, memory_grain, [&](int64_t b0, int64_t b1) {
+        Workspace<T_> ws;
+        for (int64_t b = b0; b < b1; ++b) {
+          const bool on = keep_p == nullptr || keep_p[b * T + t];
+          if (on) {
+            memory_forward(xip + b * d.I, Mp + b * N * W, up + b * N, Lp + b * K * N * N,
+                           pp + b * K * N, wrp + b * R * N, wwp + b * K * N, rnext + b * R * W, d,
+                           lay, s, t, b, ws);
+          } else {  // padding: the state is carried through unchanged
+            std::copy(up + b * N, up + (b + 1) * N, s.usage + ((t + 1) * B + b) * N);
+            std::copy(wrp + b * R * N, wrp + (b + 1) * R * N, s.read_weights + ((t + 1) * B + b) * R * N);
+            std::copy(wwp + b * K * N, wwp + (b + 1) * K * N, s.write_weights + ((t + 1) * B + b) * K * N);
+            std::copy(pp + b * K * N, pp + (b + 1) * K * N, s.precedence + ((t + 1) * B + b) * K * N);
+            std::copy(rprev + b * R * W, rprev + (b + 1) * R * W, rnext + b * R * W);
+          }
+          if (next_inp != nullptr)
+            std::copy(rnext + b * RW, rnext + (b + 1) * RW, next_inp + b * (RW + H));
+        }
+      });
+    }
+  });
+  return {hidden.narrow(0, 1, T).transpose(0, 1), reads.narrow(0, 1, T).transpose(0, 1),
+          hidden[T], cell[T], M, usage[T], L, prec[T], read_w[T], write_w[T],
+          // saved for backward
+          hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w, prec,
+          simulated, alloc, order, wcontent, rcontent, fwd, bwd, bound_M, bound_L, keep_c};
+}
+
+namespace {
+
+// Recompute M_t and L_t for the steps [t0, t1) of a chunk from its boundary.
+// mem[i] / link[i] hold the state BEFORE step t0 + i (i = 0 .. t1 - t0).
+template <typename T>
+void recompute_chunk(int64_t t0, int64_t t1, const T* bound_M, const T* bound_L, const T* xis,
+                     const T* write_w, const T* prec, const bool* keep, T* mem, T* link,
+                     const Dims& d, const Layout& lay) {
+  const int64_t B = d.B, N = d.N, W = d.W, K = d.K, I = d.I;
+  const int64_t msz = N * W, lsz = K * N * N;
+  at::parallel_for(0, B, grain(d), [&](int64_t b0, int64_t b1) {
+    std::vector<T> erase(K * W);
+    for (int64_t b = b0; b < b1; ++b) {
+      std::copy(bound_M + b * msz, bound_M + (b + 1) * msz, mem + b * msz);
+      std::copy(bound_L + b * lsz, bound_L + (b + 1) * lsz, link + b * lsz);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t i = t - t0;
+        T* Mnext = mem + ((i + 1) * B + b) * msz;
+        T* Lnext = link + ((i + 1) * B + b) * lsz;
+        std::copy(mem + (i * B + b) * msz, mem + (i * B + b + 1) * msz, Mnext);
+        std::copy(link + (i * B + b) * lsz, link + (i * B + b + 1) * lsz, Lnext);
+        if (keep != nullptr && !keep[b * d.T + t]) continue;
+        const T* xi = xis + (t * B + b) * I;
+        for (int64_t j = 0; j < K * W; ++j) erase[j] = sigmoid(xi[lay.erase + j]);
+        const T* ww = write_w + ((t + 1) * B + b) * K * N;
+        write_memory(Mnext, ww, erase.data(), xi + lay.write_vectors, d);
+        const T* p = prec + (t * B + b) * K * N;
+        for (int64_t k = 0; k < K; ++k) update_link(Lnext + k * N * N, p + k * N, ww + k * N, N);
+      }
+    }
+  });
+}
+
+// Backward of one memory step of one batch element. Adjoint buffers hold the
+// gradients w.r.t. the state after step t on entry and before it on exit;
+// dreads is the gradient w.r.t. r_t; dxi receives the raw-interface gradient.
+template <typename T>
+void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, const T* Lt,
+                     const Saved<T>& s, int64_t t, int64_t b, const Dims& d, const Layout& lay,
+                     const T* dreads, T* dM, T* du, T* dL, T* dp, T* dwr, T* dww, T* dxi,
+                     Workspace<T>& ws) {
+  const int64_t N = d.N, W = d.W, R = d.R, K = d.K, B = d.B;
+  auto& P = ws.parsed;
+  P.parse(xi, d, lay);
+  const T* u_prev = s.usage + (t * B + b) * N;
+  const T* wr_prev = s.read_weights + (t * B + b) * R * N;
+  const T* ww_prev = s.write_weights + (t * B + b) * K * N;
+  const T* wr_t = s.read_weights + ((t + 1) * B + b) * R * N;
+  const T* ww_t = s.write_weights + ((t + 1) * B + b) * K * N;
+  const T* p_prev = s.precedence + (t * B + b) * K * N;
+  const int64_t sbk = (t * B + b) * K * N;
+  const T* simulated = s.simulated + sbk;
+  const T* alloc = s.allocation + sbk;
+  const int32_t* order = s.order + sbk;
+  const T* wcontent = s.write_content + sbk;
+  const T* rcontent = s.read_content + (t * B + b) * R * N;
+  const T* fw = s.forward + (t * B + b) * R * K * N;
+  const T* bw = s.backward + (t * B + b) * R * K * N;
+  const int64_t modes = 1 + 2 * K;
+
+  // Gradients w.r.t. the activated interface.
+  std::vector<T> g(lay.size, T(0));
+  std::vector<T> dwr_t(dwr, dwr + R * N);  // dL/dw^r_t (from the future)
+  std::vector<T> dwr_prev(R * N, T(0));
+  std::vector<T> dww_t(dww, dww + K * N);  // only an external gradient on the last state
+  std::vector<T> dfw(R * K * N), dbw(R * K * N), dcr(R * N);
+
+  // 8. read vectors r = w^r M_t, then read weights.
+  for (int64_t r = 0; r < R; ++r) {
+    const T* drr = dreads + r * W;
+    for (int64_t n = 0; n < N; ++n) {
+      dwr_t[r * N + n] += dot(drr, Mt + n * W, W);
+      T wv = wr_t[r * N + n];
+      T* row = dM + n * W;
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) row[w] += wv * drr[w];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const T* pi = P.read_modes + r * modes;
+    T* dpi = g.data() + lay.read_modes + r * modes;
+    const T* dw = dwr_t.data() + r * N;
+    for (int64_t k = 0; k < K; ++k) {
+      dpi[k] = dot(dw, bw + (r * K + k) * N, N);
+      dpi[K + 1 + k] = dot(dw, fw + (r * K + k) * N, N);
+      for (int64_t n = 0; n < N; ++n) {
+        dbw[(r * K + k) * N + n] = pi[k] * dw[n];
+        dfw[(r * K + k) * N + n] = pi[K + 1 + k] * dw[n];
+      }
+    }
+    dpi[K] = dot(dw, rcontent + r * N, N);
+    for (int64_t n = 0; n < N; ++n) dcr[r * N + n] = pi[K] * dw[n];
+  }
+  // 6. read content on M_t.
+  for (int64_t r = 0; r < R; ++r) {
+    g[lay.read_strengths + r] = content_backward(
+        Mt, P.read_keys + r * W, P.read_strengths[r], rcontent + r * N, dcr.data() + r * N, N, W, dM,
+        g.data() + lay.read_keys + r * W, ws.c);
+  }
+  // 7 + 5. directional weights, links and precedence, one pass per row.
+  for (int64_t k = 0; k < K; ++k) {
+    T* dLk = dL + k * N * N;
+    const T* Lk = Lt + k * N * N;
+    const T* Lpk = Lprev + k * N * N;
+    const T* wk = ww_t + k * N;
+    const T* pk = p_prev + k * N;
+    T* dpk = dp + k * N;
+    T* dwk = dww_t.data() + k * N;
+    // precedence p_t = (1 - sum w) p_{t-1} + w
+    T sum_w = 0, inner = 0;
+    for (int64_t n = 0; n < N; ++n) { sum_w += wk[n]; inner += dpk[n] * pk[n]; }
+    ws.d.assign(N, T(0));  // dp_{t-1}
+    T* dp_prev = ws.d.data();
+    for (int64_t n = 0; n < N; ++n) {
+      dwk[n] += dpk[n] - inner;
+      dp_prev[n] = (T(1) - sum_w) * dpk[n];
+    }
+    ws.e.resize(N);
+    T* grow = ws.e.data();
+    for (int64_t i = 0; i < N; ++i) {
+      T* dLrow = dLk + i * N;
+      const T* Lrow = Lk + i * N;
+      const T* Lprow = Lpk + i * N;
+      // G = dL_t + sum_r (df_r[i] w^r_{t-1}[j] + w^r_{t-1}[i] db_r[j]), zero diagonal
+      std::copy(dLrow, dLrow + N, grow);
+      for (int64_t r = 0; r < R; ++r) {
+        const T dfi = dfw[(r * K + k) * N + i];
+        const T wri = wr_prev[r * N + i];
+        const T* wrr = wr_prev + r * N;
+        const T* dbr = dbw.data() + (r * K + k) * N;
+        T* dwrr = dwr_prev.data() + r * N;
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) {
+          grow[j] += dfi * wrr[j] + wri * dbr[j];
+          dwrr[j] += Lrow[j] * dfi;  // (L^T df)[j]
+        }
+        dwrr[i] += dot(Lrow, dbr, N);  // (L db)[i]
+      }
+      grow[i] = 0;
+      const T wi = wk[i];
+      const T a = T(1) - wi;
+      T dwi = 0;
+#pragma omp simd reduction(+ : dwi)
+      for (int64_t j = 0; j < N; ++j) {
+        T gij = grow[j];
+        T tl = gij * Lprow[j];
+        dwi += gij * pk[j] - tl;
+        dwk[j] -= tl;
+        dp_prev[j] += gij * wi;
+        dLrow[j] = (a - wk[j]) * gij;
+      }
+      dwk[i] += dwi;
+    }
+    std::copy(dp_prev, dp_prev + N, dpk);
+  }
+  // 4. erase then write: M_t = M_{t-1} * prod_k (1 - w_k e_k) + sum_k w_k v_k.
+  {
+    T* derase = g.data() + lay.erase;
+    T* dvalues = g.data() + lay.write_vectors;
+    std::vector<T> factors(K * W), keep(W), dkeep(W);
+    for (int64_t n = 0; n < N; ++n) {
+      T* drow = dM + n * W;
+      const T* prow = Mprev + n * W;
+      T* kp = keep.data();
+      T* dkp = dkeep.data();
+      std::fill(kp, kp + W, T(1));
+      for (int64_t k = 0; k < K; ++k) {
+        const T wkn = ww_t[k * N + n];
+        const T* e = P.erase + k * W;
+        T* f = factors.data() + k * W;
+#pragma omp simd
+        for (int64_t w = 0; w < W; ++w) { f[w] = T(1) - wkn * e[w]; kp[w] = kp[w] * f[w]; }
+      }
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) dkp[w] = drow[w] * prow[w];
+      for (int64_t k = 0; k < K; ++k) {
+        const T wkn = ww_t[k * N + n];
+        const T* e = P.erase + k * W;
+        const T* v = P.write_vectors + k * W;
+        T* dv = dvalues + k * W;
+        T* de = derase + k * W;
+        T dw = 0;
+        if (K == 1) {
+#pragma omp simd reduction(+ : dw)
+          for (int64_t w = 0; w < W; ++w) {
+            dv[w] += wkn * drow[w];
+            dw += drow[w] * v[w] - dkp[w] * e[w];
+            de[w] -= dkp[w] * wkn;
+          }
+        } else {
+          for (int64_t w = 0; w < W; ++w) {
+            T others = 1;
+            for (int64_t k2 = 0; k2 < K; ++k2)
+              if (k2 != k) others = others * factors[k2 * W + w];
+            const T dterm = dkp[w] * others;
+            dv[w] += wkn * drow[w];
+            dw += drow[w] * v[w] - dterm * e[w];
+            de[w] -= dterm * wkn;
+          }
+        }
+        dww_t[k * N + n] += dw;
+      }
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) drow[w] = drow[w] * kp[w];  // now dL/dM_{t-1}
+    }
+  }
+  // 3. write weights w = g^w (g^a a + (1 - g^a) c^w), content on M_{t-1}.
+  std::vector<T> dalloc(K * N), dwcontent(K * N);
+  for (int64_t k = 0; k < K; ++k) {
+    const T ga = P.allocation_gates[k], gw = P.write_gates[k];
+    T dgw = 0, dga = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T dw = dww_t[k * N + n];
+      const T a = alloc[k * N + n], c = wcontent[k * N + n];
+      dgw += dw * (ga * a + (T(1) - ga) * c);
+      dga += gw * dw * (a - c);
+      dalloc[k * N + n] = gw * ga * dw;
+      dwcontent[k * N + n] = gw * (T(1) - ga) * dw;
+    }
+    g[lay.write_gates + k] += dgw;
+    g[lay.allocation_gates + k] += dga;
+    g[lay.write_strengths + k] = content_backward(
+        Mprev, P.write_keys + k * W, P.write_strengths[k], wcontent + k * N, dwcontent.data() + k * N,
+        N, W, dM, g.data() + lay.write_keys + k * W, ws.c);
+  }
+  // 2. allocation chain, heads in reverse.
+  std::vector<T> dsim(N, T(0)), dnext(N);
+  for (int64_t k = K - 1; k >= 0; --k) {
+    const T* sk = simulated + k * N;
+    T* dak = dalloc.data() + k * N;
+    std::fill(dnext.begin(), dnext.end(), T(0));
+    if (k + 1 < K) {  // s_{k+1} = s_k + (1 - s_k) g_k a_k
+      const T gate = P.allocation_gates[k] * P.write_gates[k];
+      T dgate = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T a = alloc[k * N + n];
+        dak[n] += dsim[n] * (T(1) - sk[n]) * gate;
+        dgate += dsim[n] * (T(1) - sk[n]) * a;
+        dnext[n] = dsim[n] * (T(1) - gate * a);
+      }
+      g[lay.allocation_gates + k] += dgate * P.write_gates[k];
+      g[lay.write_gates + k] += dgate * P.allocation_gates[k];
+    }
+    allocation_backward(sk, order + k * N, dak, N, dnext.data(), ws.a);
+    dsim.swap(dnext);
+  }
+  // 1. usage u_t = (u + w_hat - u w_hat) psi.
+  for (int64_t n = 0; n < N; ++n) {
+    const T dut = du[n] + dsim[n];
+    T unwritten = 1;
+    for (int64_t k = 0; k < K; ++k) unwritten = unwritten * (T(1) - ww_prev[k * N + n]);
+    const T written = T(1) - unwritten;
+    T retention = 1;
+    for (int64_t r = 0; r < R; ++r) retention = retention * (T(1) - P.free_gates[r] * wr_prev[r * N + n]);
+    const T dpsi = dut * (u_prev[n] + written - u_prev[n] * written);
+    du[n] = dut * (T(1) - written) * retention;
+    for (int64_t r = 0; r < R; ++r) {
+      T others = 1;
+      for (int64_t r2 = 0; r2 < R; ++r2)
+        if (r2 != r) others = others * (T(1) - P.free_gates[r2] * wr_prev[r2 * N + n]);
+      const T dterm = dpsi * others;
+      g[lay.free_gates + r] -= dterm * wr_prev[r * N + n];
+      dwr_prev[r * N + n] -= dterm * P.free_gates[r];
+    }
+  }
+  std::copy(dwr_prev.begin(), dwr_prev.end(), dwr);
+  std::fill(dww, dww + K * N, T(0));  // w^w_{t-1} enters only the usage, without gradient
+  // Raw interface gradients through the nonlinearities.
+  for (int64_t i = 0; i < lay.size; ++i) dxi[i] = g[i];
+  auto strength_back = [&](int64_t at, int64_t count) {
+    for (int64_t i = at; i < at + count; ++i) dxi[i] = g[i] * softplus_grad(xi[i]);
+  };
+  strength_back(lay.read_strengths, R);
+  strength_back(lay.write_strengths, K);
+  auto sigmoid_back = [&](int64_t at, int64_t count) {
+    for (int64_t i = at; i < at + count; ++i) {
+      const T y = P.v[i];
+      dxi[i] = g[i] * (T(1) - y) * y;
+    }
+  };
+  sigmoid_back(lay.erase, K * W);
+  sigmoid_back(lay.free_gates, R);
+  sigmoid_back(lay.allocation_gates, K);
+  sigmoid_back(lay.write_gates, K);
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t at = lay.read_modes + r * modes;
+    T inner = 0;
+    for (int64_t m = 0; m < modes; ++m) inner += g[at + m] * P.v[at + m];
+    for (int64_t m = 0; m < modes; ++m) dxi[at + m] = (g[at + m] - inner) * P.v[at + m];
+  }
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> fused_backward(
+    std::vector<torch::Tensor> saved, torch::Tensor w_cat, torch::Tensor w_xi,
+    torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
+    std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
+    double clip, bool oneplus, int64_t chunk) {
+  auto hidden = saved[0], cell = saved[1], cell_raw = saved[2], gates = saved[3], xis = saved[4],
+       reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
+       prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
+       wcontent = saved[14], rcontent = saved[15], fwd = saved[16], bwd = saved[17],
+       bound_M = saved[18], bound_L = saved[19], keep = saved[20];
+  const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
+  const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
+  Dims d{B, T, H, N, W, R, K, xis.size(2), G, std::max<int64_t>(1, std::min(chunk, T)), clip, oneplus};
+  Layout lay(d);
+  auto opts = gates.options();
+  const bool masked = keep.numel() > 0;
+
+  auto dh = grad_final[0].contiguous().clone();
+  auto dc = grad_final[1].contiguous().clone();
+  auto dM = grad_final[2].contiguous().clone();
+  auto du = grad_final[3].contiguous().clone();
+  auto dL = grad_final[4].contiguous().clone();
+  auto dp = grad_final[5].contiguous().clone();
+  auto dwr = grad_final[6].contiguous().clone();
+  auto dww = grad_final[7].contiguous().clone();
+  auto dr = torch::zeros({B, R, W}, opts);  // from the next step's controller input
+  auto dZ = torch::zeros({T, B, G}, opts);
+  auto dXi = torch::zeros({T, B, d.I}, opts);
+  auto gh = grad_hidden.transpose(0, 1).contiguous();  // [T, B, H]
+  auto gr = grad_reads.transpose(0, 1).contiguous();   // [T, B, R, W]
+  auto chunk_M = torch::empty({d.chunk + 1, B, N, W}, opts);
+  auto chunk_L = torch::empty({d.chunk + 1, B, K, N, N}, opts);
+  auto dinp = torch::zeros({B, R * W + H}, opts);  // d[r_{t-1}; h_{t-1}] of the step after
+  const int64_t RW = R * W;
+  const int64_t memory_grain = grain(d);
+  const int64_t gate_grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1));
+
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "fused_dnc_backward", [&] {
+    using T_ = scalar_t;
+    Saved<T_> s{usage.data_ptr<T_>(), read_w.data_ptr<T_>(), write_w.data_ptr<T_>(),
+                prec.data_ptr<T_>(), simulated.data_ptr<T_>(), alloc.data_ptr<T_>(),
+                order.data_ptr<int32_t>(), wcontent.data_ptr<T_>(), rcontent.data_ptr<T_>(),
+                fwd.data_ptr<T_>(), bwd.data_ptr<T_>()};
+    const bool* keep_p = masked ? keep.data_ptr<bool>() : nullptr;
+    const int64_t chunks = (T + d.chunk - 1) / d.chunk;
+    for (int64_t m = chunks - 1; m >= 0; --m) {
+      const int64_t t0 = m * d.chunk, t1 = std::min(T, t0 + d.chunk);
+      recompute_chunk(t0, t1, bound_M[m].data_ptr<T_>(), bound_L[m].data_ptr<T_>(),
+                      xis.data_ptr<T_>(), write_w.data_ptr<T_>(), prec.data_ptr<T_>(), keep_p,
+                      chunk_M.data_ptr<T_>(), chunk_L.data_ptr<T_>(), d, lay);
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        const int64_t i = t - t0;
+        T_* drp = dr.data_ptr<T_>();
+        T_* dhp = dh.data_ptr<T_>();
+        T_* dinp_p = dinp.data_ptr<T_>();
+        const T_* grp = gr.data_ptr<T_>() + t * B * RW;
+        const T_* ghp = gh.data_ptr<T_>() + t * B * H;
+        T_* dxp = dXi.data_ptr<T_>() + t * B * d.I;
+        T_* dMp = dM.data_ptr<T_>(); T_* dup = du.data_ptr<T_>(); T_* dLp = dL.data_ptr<T_>();
+        T_* dpp = dp.data_ptr<T_>(); T_* dwrp = dwr.data_ptr<T_>(); T_* dwwp = dww.data_ptr<T_>();
+        const T_* xip = xis.data_ptr<T_>() + t * B * d.I;
+        const T_* Mprev = chunk_M.data_ptr<T_>() + i * B * N * W;
+        const T_* Mt = Mprev + B * N * W;
+        const T_* Lprev = chunk_L.data_ptr<T_>() + i * B * K * N * N;
+        const T_* Lt = Lprev + B * K * N * N;
+        at::parallel_for(0, B, memory_grain, [&](int64_t b0, int64_t b1) {
+          Workspace<T_> ws;
+          for (int64_t b = b0; b < b1; ++b) {
+            // dL/dr_t and dL/dh_t: the output layer's share plus the next step's input.
+            T_* drb = drp + b * RW;
+            T_* dhb = dhp + b * H;
+            const T_* dib = dinp_p + b * (RW + H);
+            for (int64_t j = 0; j < RW; ++j) drb[j] += grp[b * RW + j] + dib[j];
+            for (int64_t j = 0; j < H; ++j) dhb[j] += ghp[b * H + j] + dib[RW + j];
+            const bool on = keep_p == nullptr || keep_p[b * T + t];
+            if (!on) continue;  // state and r_t carried: adjoints pass through unchanged
+            memory_backward(xip + b * d.I, Mprev + b * N * W, Mt + b * N * W, Lprev + b * K * N * N,
+                            Lt + b * K * N * N, s, t, b, d, lay, drb, dMp + b * N * W, dup + b * N,
+                            dLp + b * K * N * N, dpp + b * K * N, dwrp + b * R * N, dwwp + b * K * N,
+                            dxp + b * d.I, ws);
+            std::fill(drb, drb + RW, T_(0));
+          }
+        });
+        // h_t feeds the interface layer.
+        dh.addmm_(dXi[t], w_xi);
+        // Controller backward: clipping, LSTM cell.
+        T_* dcp = dc.data_ptr<T_>();
+        T_* dzp = dZ.data_ptr<T_>() + t * B * G;
+        const T_* gp = gates.data_ptr<T_>() + t * B * G;
+        const T_* craw = cell_raw.data_ptr<T_>() + t * B * H;
+        const T_* cprev = cell.data_ptr<T_>() + t * B * H;
+        at::parallel_for(0, B, gate_grain, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            const bool on = keep_p == nullptr || keep_p[b * T + t];
+            if (!on) continue;  // h, c carried: dh, dc pass through
+            for (int64_t j = 0; j < H; ++j) {
+              const int64_t o = b * G;
+              const T_ ig = gp[o + j], fg = gp[o + H + j], gg = gp[o + 2 * H + j], og = gp[o + 3 * H + j];
+              const T_ c = craw[b * H + j];
+              const T_ tc = std::tanh(c);
+              const T_ hraw = og * tc;
+              const T_ dhr = dhp[b * H + j] * clamp_pass(hraw, clip);
+              const T_ dcr = dcp[b * H + j] * clamp_pass(c, clip) + dhr * og * (T_(1) - tc * tc);
+              const T_ dog = dhr * tc;
+              dzp[o + j] = dcr * gg * (T_(1) - ig) * ig;
+              dzp[o + H + j] = dcr * cprev[b * H + j] * (T_(1) - fg) * fg;
+              dzp[o + 2 * H + j] = dcr * ig * (T_(1) - gg * gg);
+              dzp[o + 3 * H + j] = dog * (T_(1) - og) * og;
+              dcp[b * H + j] = dcr * fg;
+              dhp[b * H + j] = 0;
+            }
+          }
+        });
+        // [r_{t-1}; h_{t-1}] fed the gates; added to dr, dh at the next iteration.
+        at::mm_out(dinp, dZ[t], w_cat);
+      }
+    }
+    dr.add_(dinp.narrow(1, 0, RW).reshape({B, R, W}));
+    dh.add_(dinp.narrow(1, RW, H));
+  });
+  auto dZ_flat = dZ.reshape({T * B, G});
+  auto d_w_cat = torch::mm(dZ_flat.t(), inputs.reshape({T * B, R * W + H}));
+  auto dXi_flat = dXi.reshape({T * B, d.I});
+  auto d_w_xi = torch::mm(dXi_flat.t(), hidden.narrow(0, 1, T).reshape({T * B, H}));
+  auto d_b_xi = dXi_flat.sum(0);
+  return {dZ.transpose(0, 1), d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &fused_forward, "fused DNC recurrence, forward");
+  m.def("backward", &fused_backward, "fused DNC recurrence, backward");
+}

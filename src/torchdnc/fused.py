@@ -1,0 +1,153 @@
+"""The fused recurrence: a C++ forward over the whole sequence and its
+hand-derived backward, for a DNC with a one-layer LSTM controller.
+
+The extension is compiled on first use with `torch.utils.cpp_extension`
+(about a minute; cached afterwards in ``~/.cache/torch_extensions`` or
+``$TORCH_EXTENSIONS_DIR``). Where that fails (no compiler, no ninja) the DNC
+falls back to the plain PyTorch path with one warning. Results equal the plain
+path up to floating-point rounding; tests/test_speed.py holds them to 1e-10 in
+float64 and 1e-6 in float32.
+
+Memory: the memory matrix and the link matrices are stored only at the start
+of every chunk of ``chunk`` steps and recomputed in the backward pass, so the
+backward keeps about (T / chunk + chunk) of them rather than T.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_LOCK = threading.Lock()
+_EXTENSION = None
+_FAILED: str | None = None
+BUILD_SECONDS: float | None = None  # time the last build (or cache load) took
+
+# Below this many bytes for all T link matrices, store them all (no recompute).
+STORE_ALL_BYTES = 64 * 2**20
+
+
+def load_extension(verbose: bool = False):
+    """The compiled extension, or None when it cannot be built here."""
+    global _EXTENSION, _FAILED, BUILD_SECONDS
+    if _EXTENSION is not None or _FAILED is not None:
+        return _EXTENSION
+    with _LOCK:
+        if _EXTENSION is not None or _FAILED is not None:
+            return _EXTENSION
+        start = time.perf_counter()
+        try:
+            from torch.utils.cpp_extension import load
+
+            source = Path(__file__).parent / "csrc" / "fused_dnc.cpp"
+            flags = ["-O3", "-fopenmp-simd"]
+            if os.environ.get("TORCHDNC_NATIVE", "1") != "0":
+                flags.append("-march=native")
+            _EXTENSION = load(name="torchdnc_fused", sources=[str(source)], extra_cflags=flags,
+                              verbose=verbose)
+        except Exception as error:  # no compiler, no ninja, ...
+            _FAILED = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
+            warnings.warn(f"torchdnc: the fused C++ DNC could not be built ({_FAILED}); "
+                          "using the plain PyTorch implementation", RuntimeWarning, stacklevel=3)
+        BUILD_SECONDS = time.perf_counter() - start
+    return _EXTENSION
+
+
+def available() -> bool:
+    return load_extension() is not None
+
+
+def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, element_size: int) -> int:
+    """Recompute chunk: all steps when the links are small, else about sqrt(T)."""
+    total = steps * batch * num_writes * memory_size * memory_size * element_size
+    if total <= STORE_ALL_BYTES:
+        return max(steps, 1)
+    return max(1, math.ceil(math.sqrt(steps)))
+
+
+class FusedRecurrence(torch.autograd.Function):
+    """Whole-sequence DNC recurrence (controller + memory), see module docstring."""
+
+    @staticmethod
+    def forward(ctx, projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
+                read_weights, write_weights, keep, clip, oneplus, chunk):
+        ext = load_extension()
+        out = ext.forward(projected.contiguous(), w_cat.contiguous(), w_xi.contiguous(),
+                          b_xi.contiguous(), h0.contiguous(), c0.contiguous(), r0.contiguous(),
+                          memory, usage, link, precedence, read_weights, write_weights, keep,
+                          clip, oneplus, chunk)
+        results, saved = out[:10], out[10:]
+        ctx.saved_for_backward = saved
+        ctx.save_for_backward(w_cat, w_xi)
+        ctx.options = (clip, oneplus, chunk)
+        hidden, reads = results[0].contiguous(), results[1].contiguous()
+        return (hidden, reads, *results[2:])
+
+    @staticmethod
+    def backward(ctx, grad_hidden, grad_reads, *grad_final):
+        ext = load_extension()
+        w_cat, w_xi = ctx.saved_tensors
+        saved = ctx.saved_for_backward
+        hidden_all, reads_all = saved[0], saved[5]
+        batch, steps = grad_hidden.shape[0], grad_hidden.shape[1]
+
+        def zero_if_none(grad, like):
+            return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+        grad_hidden = zero_if_none(grad_hidden, hidden_all[1:].transpose(0, 1))
+        grad_reads = zero_if_none(grad_reads, reads_all[1:].transpose(0, 1))
+        # h_T, c_T, M, u, L, p, w^r, w^w of the final state.
+        finals = [grad_final[i] for i in range(8)]
+        shapes = [hidden_all[0], saved[1][0], None, saved[7][0], None, saved[10][0],
+                  saved[8][0], saved[9][0]]
+        bound_M, bound_L = saved[18], saved[19]
+        shapes[2] = bound_M[0]
+        shapes[4] = bound_L[0]
+        finals = [zero_if_none(g, like) for g, like in zip(finals, shapes)]
+        clip, oneplus, chunk = ctx.options
+        grads = ext.backward(list(saved), w_cat, w_xi, grad_hidden, grad_reads, finals,
+                             clip, oneplus, chunk)
+        d_projected, d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww = grads
+        del batch, steps
+        return (d_projected, d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww,
+                None, None, None, None)
+
+
+def fused_forward(dnc, projected: Tensor, state, keep: Tensor | None, chunk: int):
+    """Run `FusedRecurrence` for ``dnc`` from ``state``.
+
+    Returns (hidden [B, T, H], reads [B, T, R, W], new `DNCState`).
+    """
+    from torchdnc.controller import LSTMState
+    from torchdnc.dnc import DNCState
+    from torchdnc.memory import MemoryState
+
+    rnn = dnc.controller.rnn
+    config = dnc.config
+    input_size = config.input_size
+    w_cat = torch.cat([rnn.weight_ih_l0[:, input_size:], rnn.weight_hh_l0], dim=1)
+    projected = projected + rnn.bias_hh_l0
+    controller, access, reads = state
+    steps = projected.shape[1]
+    if chunk <= 0:
+        chunk = auto_chunk(steps, projected.shape[0], config.num_writes, access.memory.shape[1],
+                           projected.element_size())
+    empty = torch.empty(0, dtype=torch.bool, device=projected.device)
+    (hidden, read_sequence, h, c, memory, usage, link, precedence, read_weights,
+     write_weights) = FusedRecurrence.apply(
+        projected, w_cat, dnc.access.interface.weight, dnc.access.interface.bias,
+        controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
+        empty if keep is None else keep, float(config.clip), config.strength_activation == "oneplus",
+        int(chunk))
+    new_state = DNCState(
+        LSTMState(h.unsqueeze(1), c.unsqueeze(1)),
+        MemoryState(memory, usage, link, precedence, read_weights, write_weights),
+        read_sequence[:, -1])
+    return hidden, read_sequence, new_state
