@@ -20,8 +20,8 @@ from torch import nn
 
 from torchdnc import DNC
 from torchdnc.data.babi import (ANSWER_TOKEN, BabiFallbackWarning, Vocabulary, data_dir_candidates,
-                                encode_story, parse_file, parse_lines, read_stories,
-                                resolve_data_dir, task_file, training_file)
+                                encode_story, parse_file, parse_lines, resolve_data_dir, task_file,
+                                training_file)
 from torchdnc.tasks.babi import BabiTask, parse_task_selection
 from torchdnc.tasks.babi_report import (PAPER_DNC1, PAPER_LSTM, BabiReport, TaskScore, answer_reads,
                                         evaluate_per_task, plot_story)
@@ -135,8 +135,6 @@ def test_a_missing_file_or_folder_is_named(tmp_path):
     missing = tmp_path / "nowhere" / "qa1_single-supporting-fact_train.txt"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         parse_file(missing)
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
-        read_stories(missing)
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nowhere"))):
         resolve_data_dir(tmp_path / "nowhere")
     wanted = task_file(tmp_path, 2, "train")
@@ -203,11 +201,11 @@ def test_vocabulary_of_en_10k_is_the_papers_159():
     root = real_root()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BabiFallbackWarning)
-        training = [s for t in range(1, 21) for s in read_stories(training_file(root, t)[0], t)]
+        training = [s for t in range(1, 21) for s in parse_file(training_file(root, t)[0], t)]
     vocabulary = Vocabulary.from_stories(training)
     assert len(vocabulary) == 159
     assert {"n", "s", "e", "w", "nothing", "none", "three"} <= set(vocabulary.words)  # answers
-    test = [s for t in range(1, 21) for s in read_stories(task_file(root, t, "test"), t)]
+    test = [s for t in range(1, 21) for s in parse_file(task_file(root, t, "test"), t)]
     assert set(Vocabulary.from_stories(test).words) <= set(vocabulary.words)
 
 

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torchdnc.data.babi import (ALL_TASKS, EncodedStories, Vocabulary, encode_stories,
-                                read_stories, resolve_data_dir, task_file, training_file)
+from torchdnc.data.babi import (ALL_TASKS, EncodedStories, Vocabulary, encode_stories, parse_file,
+                                resolve_data_dir, task_file, training_file)
 from torchdnc.tasks.base import Batch, Task
 
 SPLITS = ("train", "valid", "test")
@@ -82,14 +82,14 @@ def load_babi(tasks: tuple[int, ...], data_dir: str, ten_k: bool, valid_fraction
         if note:
             notes.append(note)
             fallbacks.append(task)
-        stories = read_stories(path, task)
+        stories = parse_file(path, task)
         every_training_story.extend(stories)
         held_out = round(len(stories) * valid_fraction)
         order = torch.randperm(len(stories), generator=torch.Generator().manual_seed(
             1_000 * split_seed + task)).tolist()
         valid.extend(stories[i] for i in sorted(order[:held_out]))
         train.extend(stories[i] for i in sorted(order[held_out:]))
-        test.extend(read_stories(task_file(root, task, "test", ten_k), task))
+        test.extend(parse_file(task_file(root, task, "test", ten_k), task))
     vocabulary = Vocabulary.from_stories(every_training_story)
     splits = {name: encode_stories(stories, vocabulary)
               for name, stories in (("train", train), ("valid", valid), ("test", test))}
