@@ -176,7 +176,7 @@ def test_config_file_and_override_precedence(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "kopy"], "unknown task 'kopy'; valid tasks: associative_recall, copy"),
+    (["train", "kopy"], "unknown task .kopy.; valid tasks: associative_recall, babi, copy"),
     (["train", "copy", "--preset", "fast"], "unknown preset 'fast' for task 'copy'; valid presets:"),
     (["train", "copy", "--lr=fast"], "option lr: expected a number, got 'fast'"),
     (["train", "copy", "--memory_size=1.5"], "option memory_size: expected an integer, got '1.5'"),
@@ -220,3 +220,22 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     losses = [loss for _, loss in train_losses(single)]
     assert [loss for _, loss in train_losses(double)] == pytest.approx(losses, rel=1e-5)
+
+
+def test_babi_trains_evaluates_per_task_and_plots_a_story(tmp_path, capsys):
+    from torchdnc.data.babi import resolve_data_dir
+
+    try:
+        resolve_data_dir(None)
+    except FileNotFoundError as missing:
+        pytest.skip(f"bAbI data not found: {missing}")
+    args = ["train", "babi", "--out", str(tmp_path), "--tasks=1", "--hidden_size=8",
+            "--memory_size=4", "--word_size=4", "--num_reads=1", "--batch_size=4",
+            "--iterations=2", "--eval_interval=2", "--eval_batches=1", "--progress=false"]
+    assert main(args) == 0
+    assert main(["eval", str(tmp_path), "--batch-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 " in out or "1: " in out
+    assert (tmp_path / "eval.csv").read_text().count("\n") >= 2
+    assert main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "plots" / "story.png").exists()

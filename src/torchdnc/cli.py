@@ -61,8 +61,8 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
     report = evaluate_run(args.run_dir, batches=args.batches, batch_size=args.batch_size,
                           memory_size=args.memory_size, seed=args.seed, device=args.device)
     print(to_markdown(report), end="")
-    json_path, md_path = write_report(args.run_dir, report)
-    print(f"written: {json_path}, {md_path}")
+    written = write_report(args.run_dir, report)
+    print("written: " + ", ".join(str(path) for path in written))
     return 0
 
 
@@ -81,7 +81,11 @@ def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
     for name, cls in TASKS.items():
         task = cls()
         print(f"{name}: {cls.summary}")
-        print(f"  input {task.input_size}, output {task.output_size}, metric {cls.primary_metric}")
+        try:
+            sizes = f"input {task.input_size}, output {task.output_size}"
+        except FileNotFoundError as missing:  # data-set tasks need their files
+            sizes = f"data not found ({missing})"
+        print(f"  {sizes}, metric {cls.primary_metric}")
         print(f"  options: " + ", ".join(f"{k}={v}" for k, v in task.options().items()))
         print(f"  curriculum: {task.describe_curriculum()}")
         print(f"  presets: {', '.join(presets_for(name))}")

@@ -22,6 +22,14 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
     """
     config, task, model, payload = load_trained(run_dir, device)
     torch_device = resolve_device(device)
+    from torchdnc.tasks.babi import BabiTask
+
+    if isinstance(task, BabiTask):
+        from torchdnc.tasks.babi_report import evaluate_per_task
+
+        report = evaluate_per_task(model, task, "test", batch_size, model_name=config.model)
+        return {"run": str(run_dir), "task": config.task, "model": config.model,
+                "step": payload["step"], "per_task": report}
     levels = task.levels()
     settings = {f"training ({_describe(levels[-1])})": levels[-1]}
     settings.update({f"{name} ({_describe(p)})": p for name, p in task.generalisation().items()})
@@ -49,6 +57,10 @@ def _describe(params: dict[str, Any]) -> str:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
+    if "per_task" in report:
+        per_task = report["per_task"]
+        text = per_task.to_markdown() if hasattr(per_task, "to_markdown") else ""
+        return render_per_task(report) + text
     metric = report["primary_metric"]
     extra = [k for k in ("bit_error",) if k in report["rows"][0]]
     header = ["setting", "N", metric, *extra, "loss"]
@@ -64,9 +76,21 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: Path | str, report: dict[str, Any]) -> tuple[Path, Path]:
+def write_report(run_dir: Path | str, report: dict[str, Any]) -> list[Path]:
+    """eval.json and eval.md (plus eval.csv for per-task reports) in the run."""
     run_dir = Path(run_dir)
     json_path, md_path = run_dir / "eval.json", run_dir / "eval.md"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    written = [json_path, md_path]
     md_path.write_text(to_markdown(report))
-    return json_path, md_path
+    if "per_task" in report:
+        per_task = report["per_task"]
+        (run_dir / "eval.csv").write_text(per_task.to_csv())
+        written.append(run_dir / "eval.csv")
+        report = {**report, "per_task": per_task.to_dict()}
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    return written
+
+
+def render_per_task(report: dict[str, Any]) -> str:
+    return (f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, step "
+            f"{report['step']}).\n\n")

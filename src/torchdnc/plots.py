@@ -117,7 +117,16 @@ def plot_run(run_dir: Path | str, seed: int = 0, out: Path | str | None = None) 
     out = Path(out) if out else run_dir / "plots"
     written = [plot_training(read_metrics(run_dir), task.primary_metric, out / "training.png",
                              f"{config.task} ({config.model}, preset {config.preset})")]
-    if isinstance(model, DNC):
+    from torchdnc.tasks.babi import BabiTask
+
+    if isinstance(model, DNC) and isinstance(task, BabiTask):
+        from torchdnc.tasks.babi import parse_task_selection
+        from torchdnc.tasks.babi_report import plot_story
+
+        first = parse_task_selection(task.tasks)[0]
+        written.append(plot_story(model, task, out / "story.png", babi_task=first, number=seed,
+                                  title=f"bAbI task {first}, step {payload['step']}"))
+    elif isinstance(model, DNC):
         params = task.levels()[-1]
         written.append(plot_memory(model, task, params, out / "memory.png", seed,
                                    f"{config.task}, step {payload['step']}: one example"))

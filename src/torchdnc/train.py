@@ -86,7 +86,7 @@ def evaluate(model: nn.Module, task: Task, params: dict[str, Any], batches: int,
         metrics["loss"] = float(task.loss(outputs, batch)) * outputs.shape[0]
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value
-    return average_metrics(totals)
+    return task.finalize_metrics(average_metrics(totals))
 
 
 # -- distributed --------------------------------------------------------------
@@ -344,7 +344,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
                                               **task.metrics(outputs.detach(), batch)})
 
                 if progress.step % config.log_interval == 0:
-                    window = _reduce_window(progress.window, ddp)
+                    window = _reduce_window(progress.window, ddp, task)
                     now = time.time()
                     rate = (progress.step - last_step) / max(now - last_time, 1e-9)
                     last_time, last_step = now, progress.step
@@ -397,7 +397,7 @@ def _accumulate(window: dict[str, float], values: dict[str, float]) -> None:
         window[key] = window.get(key, 0.0) + value
 
 
-def _reduce_window(window: dict[str, float], ddp: Distributed) -> dict[str, float]:
+def _reduce_window(window: dict[str, float], ddp: Distributed, task: Task) -> dict[str, float]:
     """Means over the logging window (and over ranks): losses per step, metrics per sequence."""
     keys = sorted(window)
     values = torch.tensor([window[k] for k in keys], dtype=torch.float64)
@@ -409,7 +409,7 @@ def _reduce_window(window: dict[str, float], ddp: Distributed) -> dict[str, floa
     totals = dict(zip(keys, values.tolist()))
     steps = totals.pop("steps")
     result = {"loss": totals.pop("loss") / steps, "grad_norm": totals.pop("grad_norm") / steps}
-    result.update(average_metrics(totals))
+    result.update(task.finalize_metrics(average_metrics(totals)))
     result.pop("sequences", None)
     return result
 

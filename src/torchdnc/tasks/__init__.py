@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from torchdnc.tasks.babi import BabiTask
 from torchdnc.tasks.base import Batch, BitTask, Task, average_metrics
 from torchdnc.tasks.copy import CopyTask, RepeatCopyTask
 from torchdnc.tasks.recall import AssociativeRecallTask, PrioritySortTask
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask)
+    cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask,
+                              BabiTask)
 }
 
 
@@ -29,4 +31,4 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
 
 
 __all__ = ["TASKS", "Batch", "BitTask", "Task", "average_metrics", "make_task", "CopyTask",
-           "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask"]
+           "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "BabiTask"]

@@ -89,6 +89,11 @@ class Task:
         """
         raise NotImplementedError
 
+    def finalize_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Turn per-sequence means into the task's reported metrics (e.g. rates
+        per question rather than per sequence); identity by default."""
+        return metrics
+
     def generalisation(self) -> dict[str, dict[str, Any]]:
         """Named harder settings to evaluate beyond training (may be empty)."""
         return {}
