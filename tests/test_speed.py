@@ -65,6 +65,7 @@ def _leaves(state):
     (2, 2, 0.0, False, 3, "softplus"),
     (3, 2, 5.0, True, 1, "oneplus"),
     (4, 3, 0.5, True, 4, "softplus"),
+    (5, 1, 2.0, False, 0, "oneplus"),  # R beyond the kernel's specialised read counts
 ])
 def test_fused_equals_plain_float64(reads, writes, clip, masked, chunk, strength):
     plain, fast = _pair("fused", torch.float64, num_reads=reads, num_writes=writes, clip=clip,

@@ -74,6 +74,12 @@ def _plot(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, extra: list[str]) -> int:
+    from torchdnc.bench import main as bench_main
+
+    return bench_main(extra)
+
+
 def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
     from torchdnc.config import presets_for
     from torchdnc.tasks import TASKS
@@ -157,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--seed", type=int, default=0, help="seed of the example drawn (default 0)")
     plot.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
     plot.set_defaults(run=_plot)
+
+    bench = commands.add_parser("bench", help="speed and memory beside baselines (see --help)",
+                                add_help=False)
+    bench.set_defaults(run=_bench, extra_allowed=True)
 
     tasks = commands.add_parser("tasks", help="list the tasks, their options and presets")
     tasks.set_defaults(run=_tasks)

@@ -316,7 +316,7 @@ class DNC(nn.Module):
         c = self.config
         if c.implementation not in ("auto", "fused") or return_trace:
             return False
-        if c.controller != "lstm" or c.num_layers != 1 or x.device.type != "cpu":
+        if c.controller != "lstm" or c.num_layers != 1 or x.device.type != "cpu" or c.num_reads > 64:
             return False
         if x.dtype not in (torch.float32, torch.float64):
             return False

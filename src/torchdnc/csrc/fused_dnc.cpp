@@ -20,6 +20,7 @@ namespace {
 
 constexpr double kSimilarityEps = 1e-6;  // torchdnc.addressing.SIMILARITY_EPSILON
 constexpr double kAllocationEps = 1e-6;  // torchdnc.addressing.ALLOCATION_EPSILON
+constexpr int64_t kMaxReads = 64;         // fused.py sends larger R to the plain path
 
 struct Dims {
   int64_t B, T, H, N, W, R, K, I, G, chunk;
@@ -282,6 +283,64 @@ __attribute__((noinline)) void update_link(T* link, const T* precedence, const T
   }
 }
 
+// Link update of one write head fused with the forward / backward weights of
+// all R read heads: one pass over each row of L. `prev` is w^r_{t-1} [R, N];
+// fw, bw are [R, K, N] with this head's slice at offset k * N.
+template <typename T, int RR>
+void link_and_directions(T* link, const T* precedence, const T* ww, const T* prev, int64_t N,
+                         int64_t R_runtime, int64_t K, int64_t k, T* fw, T* bw) {
+  const int64_t R = RR > 0 ? RR : R_runtime;
+  T* brow[kMaxReads];
+  const T* prow[kMaxReads];
+  for (int64_t r = 0; r < R; ++r) {
+    brow[r] = bw + (r * K + k) * N;
+    prow[r] = prev + r * N;
+    std::fill(brow[r], brow[r] + N, T(0));
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    T* row = link + i * N;
+    const T wi = ww[i];
+    const T a = T(1) - wi;
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * row[j] + wi * precedence[j];
+    row[i] = 0;
+    T acc[kMaxReads] = {};
+    T wri[kMaxReads];
+    for (int64_t r = 0; r < R; ++r) wri[r] = prow[r][i];
+    if constexpr (RR > 0) {
+#pragma omp simd reduction(+ : acc[:RR])
+      for (int64_t j = 0; j < N; ++j) {
+        const T v = row[j];
+        for (int r = 0; r < RR; ++r) {
+          acc[r] += v * prow[r][j];
+          brow[r][j] += v * wri[r];
+        }
+      }
+    } else {
+      for (int64_t r = 0; r < R; ++r) {
+        acc[r] = dot(row, prow[r], N);
+        T* b = brow[r];
+        const T w = wri[r];
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) b[j] += row[j] * w;
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) fw[(r * K + k) * N + i] = acc[r];
+  }
+}
+
+template <typename T>
+void link_and_directions_any(T* link, const T* precedence, const T* ww, const T* prev, int64_t N,
+                             int64_t R, int64_t K, int64_t k, T* fw, T* bw) {
+  switch (R) {
+    case 1: return link_and_directions<T, 1>(link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 2: return link_and_directions<T, 2>(link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 3: return link_and_directions<T, 3>(link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 4: return link_and_directions<T, 4>(link, precedence, ww, prev, N, R, K, k, fw, bw);
+    default: return link_and_directions<T, 0>(link, precedence, ww, prev, N, R, K, k, fw, bw);
+  }
+}
+
 template <typename T> struct Workspace {
   Parsed<T> parsed;
   std::vector<T> a, b, c, d, e;
@@ -330,10 +389,15 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   }
   // 4. erase then write.
   write_memory(M, ww_new, P.erase, P.write_vectors, d);
-  // 5. links from the PREVIOUS precedence, then precedence.
+  // 5 + 7. links from the PREVIOUS precedence (then precedence), with the forward
+  // and backward weights from the NEW links and the PREVIOUS read weights; the
+  // read content on the NEW memory (6) does not depend on them.
   T* p_new = s.precedence + ((t + 1) * B + b) * K * N;
+  const int64_t db = (t * B + b) * R * K * N;
+  T* fw = s.forward + db;
+  T* bw = s.backward + db;
   for (int64_t k = 0; k < K; ++k) {
-    update_link(L + k * N * N, p + k * N, ww_new + k * N, N);
+    link_and_directions_any(L + k * N * N, p + k * N, ww_new + k * N, wr, N, R, K, k, fw, bw);
     T sum = 0;
     for (int64_t n = 0; n < N; ++n) sum += ww_new[k * N + n];
     for (int64_t n = 0; n < N; ++n) p_new[k * N + n] = (T(1) - sum) * p[k * N + n] + ww_new[k * N + n];
@@ -343,25 +407,6 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   T* rcontent = s.read_content + rb;
   for (int64_t r = 0; r < R; ++r)
     content_forward(M, P.read_keys + r * W, P.read_strengths[r], N, W, rcontent + r * N, ws.b);
-  // 7. forward / backward weights from the NEW links and the PREVIOUS read weights.
-  const int64_t db = (t * B + b) * R * K * N;
-  T* fw = s.forward + db;
-  T* bw = s.backward + db;
-  std::fill(bw, bw + R * K * N, T(0));
-  for (int64_t k = 0; k < K; ++k) {
-    const T* Lk = L + k * N * N;
-    for (int64_t i = 0; i < N; ++i) {
-      const T* row = Lk + i * N;
-      for (int64_t r = 0; r < R; ++r) {
-        const T* prev = wr + r * N;
-        fw[(r * K + k) * N + i] = dot(row, prev, N);
-        T wi = prev[i];
-        T* bout = bw + (r * K + k) * N;
-#pragma omp simd
-        for (int64_t j = 0; j < N; ++j) bout[j] += row[j] * wi;
-      }
-    }
-  }
   // 8. read weights and read vectors.
   T* wr_new = s.read_weights + ((t + 1) * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
@@ -570,6 +615,92 @@ void recompute_chunk(int64_t t0, int64_t t1, const T* bound_M, const T* bound_L,
   });
 }
 
+// Backward of one write head's link update and of the directional weights of
+// all R read heads, one pass per row. On entry dL holds dL/dL_t (this head);
+// on exit dL/dL_{t-1}. Adds into dwr_prev [R, N], dww [N], dp_prev [N].
+template <typename T, int RR>
+void link_backward(T* dL, const T* Lt, const T* Lprev, const T* ww, const T* p, const T* wr_prev,
+                   const T* dfw, const T* dbw, T* dwr_prev, T* dww, T* dp_prev, T* grow,
+                   int64_t N, int64_t R_runtime, int64_t K, int64_t k) {
+  const int64_t R = RR > 0 ? RR : R_runtime;
+  const T* wrr[kMaxReads];
+  const T* dbr[kMaxReads];
+  T* dwrr[kMaxReads];
+  for (int64_t r = 0; r < R; ++r) {
+    wrr[r] = wr_prev + r * N;
+    dbr[r] = dbw + (r * K + k) * N;
+    dwrr[r] = dwr_prev + r * N;
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    T* dLrow = dL + i * N;
+    const T* Lrow = Lt + i * N;
+    const T* Lprow = Lprev + i * N;
+    T dfi[kMaxReads], wri[kMaxReads], acc[kMaxReads] = {};
+    for (int64_t r = 0; r < R; ++r) {
+      dfi[r] = dfw[(r * K + k) * N + i];
+      wri[r] = wrr[r][i];
+    }
+    // G = dL_t + sum_r (df_r[i] w^r_{t-1}[j] + w^r_{t-1}[i] db_r[j]); (L^T df) and (L db).
+    if constexpr (RR > 0) {
+#pragma omp simd reduction(+ : acc[:RR])
+      for (int64_t j = 0; j < N; ++j) {
+        T g = dLrow[j];
+        const T l = Lrow[j];
+        for (int r = 0; r < RR; ++r) {
+          g += dfi[r] * wrr[r][j] + wri[r] * dbr[r][j];
+          dwrr[r][j] += l * dfi[r];
+          acc[r] += l * dbr[r][j];
+        }
+        grow[j] = g;
+      }
+    } else {
+      std::copy(dLrow, dLrow + N, grow);
+      for (int64_t r = 0; r < R; ++r) {
+        const T df = dfi[r], wi_r = wri[r];
+        const T* w = wrr[r];
+        const T* d = dbr[r];
+        T* dw = dwrr[r];
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) {
+          grow[j] += df * w[j] + wi_r * d[j];
+          dw[j] += Lrow[j] * df;
+        }
+        acc[r] = dot(Lrow, d, N);
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) dwrr[r][i] += acc[r];
+    grow[i] = 0;  // L_t[i, i] is fixed at 0
+    const T wi = ww[i];
+    const T a = T(1) - wi;
+    T dwi = 0;
+#pragma omp simd reduction(+ : dwi)
+    for (int64_t j = 0; j < N; ++j) {
+      const T gij = grow[j];
+      const T tl = gij * Lprow[j];
+      dwi += gij * p[j] - tl;
+      dww[j] -= tl;
+      dp_prev[j] += gij * wi;
+      dLrow[j] = (a - ww[j]) * gij;
+    }
+    dww[i] += dwi;
+  }
+}
+
+template <typename T>
+void link_backward_any(T* dL, const T* Lt, const T* Lprev, const T* ww, const T* p,
+                       const T* wr_prev, const T* dfw, const T* dbw, T* dwr_prev, T* dww,
+                       T* dp_prev, T* grow, int64_t N, int64_t R, int64_t K, int64_t k) {
+  switch (R) {
+#define TORCHDNC_CASE(n) \
+    case n: return link_backward<T, n>(dL, Lt, Lprev, ww, p, wr_prev, dfw, dbw, dwr_prev, dww, dp_prev, grow, N, R, K, k);
+    TORCHDNC_CASE(1) TORCHDNC_CASE(2) TORCHDNC_CASE(3) TORCHDNC_CASE(4)
+#undef TORCHDNC_CASE
+    default:
+      return link_backward<T, 0>(dL, Lt, Lprev, ww, p, wr_prev, dfw, dbw, dwr_prev, dww, dp_prev,
+                                 grow, N, R, K, k);
+  }
+}
+
 // Backward of one memory step of one batch element. Adjoint buffers hold the
 // gradients w.r.t. the state after step t on entry and before it on exit;
 // dreads is the gradient w.r.t. r_t; dxi receives the raw-interface gradient.
@@ -655,41 +786,8 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
       dp_prev[n] = (T(1) - sum_w) * dpk[n];
     }
     ws.e.resize(N);
-    T* grow = ws.e.data();
-    for (int64_t i = 0; i < N; ++i) {
-      T* dLrow = dLk + i * N;
-      const T* Lrow = Lk + i * N;
-      const T* Lprow = Lpk + i * N;
-      // G = dL_t + sum_r (df_r[i] w^r_{t-1}[j] + w^r_{t-1}[i] db_r[j]), zero diagonal
-      std::copy(dLrow, dLrow + N, grow);
-      for (int64_t r = 0; r < R; ++r) {
-        const T dfi = dfw[(r * K + k) * N + i];
-        const T wri = wr_prev[r * N + i];
-        const T* wrr = wr_prev + r * N;
-        const T* dbr = dbw.data() + (r * K + k) * N;
-        T* dwrr = dwr_prev.data() + r * N;
-#pragma omp simd
-        for (int64_t j = 0; j < N; ++j) {
-          grow[j] += dfi * wrr[j] + wri * dbr[j];
-          dwrr[j] += Lrow[j] * dfi;  // (L^T df)[j]
-        }
-        dwrr[i] += dot(Lrow, dbr, N);  // (L db)[i]
-      }
-      grow[i] = 0;
-      const T wi = wk[i];
-      const T a = T(1) - wi;
-      T dwi = 0;
-#pragma omp simd reduction(+ : dwi)
-      for (int64_t j = 0; j < N; ++j) {
-        T gij = grow[j];
-        T tl = gij * Lprow[j];
-        dwi += gij * pk[j] - tl;
-        dwk[j] -= tl;
-        dp_prev[j] += gij * wi;
-        dLrow[j] = (a - wk[j]) * gij;
-      }
-      dwk[i] += dwi;
-    }
+    link_backward_any(dLk, Lk, Lpk, wk, pk, wr_prev, dfw.data(), dbw.data(), dwr_prev.data(), dwk,
+                      dp_prev, ws.e.data(), N, R, K, k);
     std::copy(dp_prev, dp_prev + N, dpk);
   }
   // 4. erase then write: M_t = M_{t-1} * prod_k (1 - w_k e_k) + sum_k w_k v_k.
