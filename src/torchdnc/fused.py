@@ -47,11 +47,12 @@ def load_extension(verbose: bool = False):
             from torch.utils.cpp_extension import load
 
             source = Path(__file__).parent / "csrc" / "fused_dnc.cpp"
-            flags = ["-O3", "-fopenmp-simd"]
+            # -fopenmp: ATen's parallel_for is header-inline and runs serially without it.
+            flags = ["-O3", "-fopenmp", "-fno-math-errno"]
             if os.environ.get("TORCHDNC_NATIVE", "1") != "0":
                 flags.append("-march=native")
             _EXTENSION = load(name="torchdnc_fused", sources=[str(source)], extra_cflags=flags,
-                              verbose=verbose)
+                              extra_ldflags=["-fopenmp"], verbose=verbose)
         except Exception as error:  # no compiler, no ninja, ...
             _FAILED = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
             warnings.warn(f"torchdnc: the fused C++ DNC could not be built ({_FAILED}); "

@@ -115,35 +115,52 @@ template <typename T> struct Parsed {
   }
 };
 
+// Dot product with several independent partial sums, so that the additions
+// are not one serial dependency chain.
 template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
+  constexpr int64_t kWidth = 4 * 64 / static_cast<int64_t>(sizeof(T));  // four AVX-512 registers
+  T partial[kWidth] = {};
+  int64_t i = 0;
+  for (; i + kWidth <= n; i += kWidth) {
+    _Pragma("omp simd")
+    for (int64_t j = 0; j < kWidth; ++j) partial[j] += a[i + j] * b[i + j];
+  }
   T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  for (int64_t j = 0; j < kWidth; ++j) s += partial[j];
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
-// Cosine similarity pieces of one key against every memory row.
+// Row norms |M[n]| = sqrt(sum_w M[n,w]^2 + eps), shared by every head reading M.
 template <typename T>
-__attribute__((noinline)) void similarity(const T* memory, const T* key, int64_t N, int64_t W, T* dots, T* mem_norms,
-                T* key_norm, T* sims) {
+void row_norms(const T* memory, int64_t N, int64_t W, T* norms) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T* row = memory + n * W;
+    norms[n] = std::sqrt(dot(row, row, W) + T(kSimilarityEps));
+  }
+}
+
+// Cosine similarity of one key against every memory row, given the row norms.
+template <typename T>
+__attribute__((noinline)) void similarity(const T* memory, const T* mem_norms, const T* key,
+                                          int64_t N, int64_t W, T* dots, T* key_norm, T* sims) {
   T kk = dot(key, key, W);
   *key_norm = std::sqrt(kk + T(kSimilarityEps));
   for (int64_t n = 0; n < N; ++n) {
-    const T* row = memory + n * W;
-    dots[n] = dot(key, row, W);
-    mem_norms[n] = std::sqrt(dot(row, row, W) + T(kSimilarityEps));
+    dots[n] = dot(key, memory + n * W, W);
     sims[n] = dots[n] / (*key_norm * mem_norms[n] + T(kSimilarityEps));
   }
 }
 
 // c = softmax(strength * D(key, memory)) over slots.
 template <typename T>
-__attribute__((noinline)) void content_forward(const T* memory, const T* key, T strength, int64_t N, int64_t W, T* out,
-                     std::vector<T>& scratch) {
-  scratch.resize(3 * N);
-  T* dots = scratch.data(); T* norms = dots + N; T* sims = norms + N;
+__attribute__((noinline)) void content_forward(const T* memory, const T* norms, const T* key,
+                                               T strength, int64_t N, int64_t W, T* out,
+                                               std::vector<T>& scratch) {
+  scratch.resize(2 * N);
+  T* dots = scratch.data(); T* sims = dots + N;
   T key_norm;
-  similarity(memory, key, N, W, dots, norms, &key_norm, sims);
+  similarity(memory, norms, key, N, W, dots, &key_norm, sims);
   T mx = strength * sims[0];
   for (int64_t n = 0; n < N; ++n) { out[n] = strength * sims[n]; mx = std::max(mx, out[n]); }
   T s = 0;
@@ -154,12 +171,13 @@ __attribute__((noinline)) void content_forward(const T* memory, const T* key, T 
 // Backward of content_forward given its output c and upstream dc; adds into
 // dmemory [N, W] and dkey [W], returns d strength.
 template <typename T>
-__attribute__((noinline)) T content_backward(const T* memory, const T* key, T strength, const T* c, const T* dc, int64_t N,
-                   int64_t W, T* dmemory, T* dkey, std::vector<T>& scratch) {
-  scratch.resize(4 * N);
-  T* dots = scratch.data(); T* norms = dots + N; T* sims = norms + N; T* ds = sims + N;
+__attribute__((noinline)) T content_backward(const T* memory, const T* norms, const T* key,
+                                             T strength, const T* c, const T* dc, int64_t N,
+                                             int64_t W, T* dmemory, T* dkey, std::vector<T>& scratch) {
+  scratch.resize(3 * N);
+  T* dots = scratch.data(); T* sims = dots + N; T* ds = sims + N;
   T key_norm;
-  similarity(memory, key, N, W, dots, norms, &key_norm, sims);
+  similarity(memory, norms, key, N, W, dots, &key_norm, sims);
   T inner = 0;
   for (int64_t n = 0; n < N; ++n) inner += dc[n] * c[n];
   T dstrength = 0, dkey_norm = 0;
@@ -177,7 +195,7 @@ __attribute__((noinline)) T content_backward(const T* memory, const T* key, T st
     const T* row = memory + n * W;
     T* drow = dmemory + n * W;
     T scale = dmem_norm / norms[n];
-#pragma omp simd
+    _Pragma("omp simd")
     for (int64_t w = 0; w < W; ++w) {
       drow[w] += ddot * key[w] + scale * row[w];
       dkey[w] += ddot * row[w];
@@ -248,7 +266,7 @@ __attribute__((noinline)) void write_memory(T* memory, const T* ww, const T* era
     T* row = memory + n * W;
     if (K == 1) {
       const T wn = ww[n];
-#pragma omp simd
+_Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) row[w] = row[w] * (T(1) - wn * erase[w]) + wn * values[w];
       continue;
     }
@@ -260,13 +278,13 @@ __attribute__((noinline)) void write_memory(T* memory, const T* ww, const T* era
       const T* v = values + k * W;
       T* kp = keep.data();
       T* ap = add.data();
-#pragma omp simd
+_Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) {
         kp[w] = kp[w] * (T(1) - wkn * e[w]);
         ap[w] += wkn * v[w];
       }
     }
-#pragma omp simd
+_Pragma("omp simd")
     for (int64_t w = 0; w < W; ++w) row[w] = row[w] * keep[w] + add[w];
   }
 }
@@ -277,7 +295,7 @@ __attribute__((noinline)) void update_link(T* link, const T* precedence, const T
     T* row = link + i * N;
     const T wi = ww[i];
     const T a = T(1) - wi;
-#pragma omp simd
+_Pragma("omp simd")
     for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * row[j] + wi * precedence[j];
     row[i] = 0;
   }
@@ -301,27 +319,26 @@ void link_and_directions(T* link, const T* precedence, const T* ww, const T* pre
     T* row = link + i * N;
     const T wi = ww[i];
     const T a = T(1) - wi;
-#pragma omp simd
+_Pragma("omp simd")
     for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * row[j] + wi * precedence[j];
     row[i] = 0;
     T acc[kMaxReads] = {};
     T wri[kMaxReads];
     for (int64_t r = 0; r < R; ++r) wri[r] = prow[r][i];
     if constexpr (RR > 0) {
-#pragma omp simd reduction(+ : acc[:RR])
+_Pragma("omp simd")
       for (int64_t j = 0; j < N; ++j) {
         const T v = row[j];
-        for (int r = 0; r < RR; ++r) {
-          acc[r] += v * prow[r][j];
-          brow[r][j] += v * wri[r];
-        }
+        for (int r = 0; r < RR; ++r) brow[r][j] += v * wri[r];
       }
+      for (int r = 0; r < RR; ++r) acc[r] = dot(row, prow[r], N);
     } else {
+
       for (int64_t r = 0; r < R; ++r) {
         acc[r] = dot(row, prow[r], N);
         T* b = brow[r];
         const T w = wri[r];
-#pragma omp simd
+_Pragma("omp simd")
         for (int64_t j = 0; j < N; ++j) b[j] += row[j] * w;
       }
     }
@@ -343,7 +360,7 @@ void link_and_directions_any(T* link, const T* precedence, const T* ww, const T*
 
 template <typename T> struct Workspace {
   Parsed<T> parsed;
-  std::vector<T> a, b, c, d, e;
+  std::vector<T> a, b, c, d, e, norms_old, norms_new;
 };
 
 // One memory step of one batch element, in place on (M, u, L, p, wr, ww).
@@ -381,8 +398,11 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   // 3. write weights from content on the OLD memory.
   T* wcontent = s.write_content + sbk;
   T* ww_new = s.write_weights + ((t + 1) * B + b) * K * N;
+  ws.norms_old.resize(N);
+  row_norms(M, N, W, ws.norms_old.data());
   for (int64_t k = 0; k < K; ++k) {
-    content_forward(M, P.write_keys + k * W, P.write_strengths[k], N, W, wcontent + k * N, ws.b);
+    content_forward(M, ws.norms_old.data(), P.write_keys + k * W, P.write_strengths[k], N, W,
+                    wcontent + k * N, ws.b);
     T ga = P.allocation_gates[k], gw = P.write_gates[k];
     for (int64_t n = 0; n < N; ++n)
       ww_new[k * N + n] = gw * (ga * alloc[k * N + n] + (T(1) - ga) * wcontent[k * N + n]);
@@ -405,8 +425,11 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   // 6. read content on the NEW memory.
   const int64_t rb = (t * B + b) * R * N;
   T* rcontent = s.read_content + rb;
+  ws.norms_new.resize(N);
+  row_norms(M, N, W, ws.norms_new.data());
   for (int64_t r = 0; r < R; ++r)
-    content_forward(M, P.read_keys + r * W, P.read_strengths[r], N, W, rcontent + r * N, ws.b);
+    content_forward(M, ws.norms_new.data(), P.read_keys + r * W, P.read_strengths[r], N, W,
+                    rcontent + r * N, ws.b);
   // 8. read weights and read vectors.
   T* wr_new = s.read_weights + ((t + 1) * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
@@ -423,7 +446,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
     for (int64_t n = 0; n < N; ++n) {
       const T wv = wr_new[r * N + n];
       const T* row = M + n * W;
-#pragma omp simd
+_Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) out[w] += wv * row[w];
     }
   }
@@ -459,6 +482,7 @@ std::vector<torch::Tensor> fused_forward(
   auto hidden = torch::empty({T + 1, B, H}, opts);  // h_t clipped; [0] = h0
   auto cell = torch::empty({T + 1, B, H}, opts);
   auto cell_raw = torch::empty({T, B, H}, opts);    // c' before clipping
+  auto tanh_cell = torch::empty({T, B, H}, opts);   // tanh(c')
   auto gates = torch::empty({T, B, G}, opts);        // i, f, g, o activations
   auto xis = torch::empty({T, B, d.I}, opts);        // raw interface vectors
   auto reads = torch::empty({T + 1, B, R, W}, opts); // [0] = r0
@@ -509,44 +533,53 @@ std::vector<torch::Tensor> fused_forward(
       }
     }
     const int64_t memory_grain = grain(d);
-    const int64_t gate_grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1));
     for (int64_t t = 0; t < T; ++t) {
       if (t % d.chunk == 0) {
         bound_M[t / d.chunk].copy_(M);
         bound_L[t / d.chunk].copy_(L);
       }
       at::addmm_out(z, proj_t[t], inputs[t], wct);
-      // Controller: LSTM gates, cell and hidden, then clipping.
-      T_* zp = z.data_ptr<T_>();
-      T_* gp = gates[t].data_ptr<T_>();
+      // Controller: LSTM gates i, f, g, o (vectorised by ATen), cell, hidden, clipping.
+      auto gates_t = gates[t];
+      at::sigmoid_out(gates_t, z);
+      auto candidate = gates_t.narrow(1, 2 * H, H);
+      at::tanh_out(candidate, z.narrow(1, 2 * H, H));
+      T_* gp = gates_t.data_ptr<T_>();
       T_* cprev = cell[t].data_ptr<T_>();
       T_* hprev = hidden[t].data_ptr<T_>();
       T_* cnew = cell[t + 1].data_ptr<T_>();
       T_* hnew = hidden[t + 1].data_ptr<T_>();
       T_* craw = cell_raw[t].data_ptr<T_>();
+      for (int64_t b = 0; b < B; ++b) {
+        const T_* gb = gp + b * G;
+        const T_* cp = cprev + b * H;
+        T_* cr = craw + b * H;
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < H; ++j) cr[j] = gb[H + j] * cp[j] + gb[j] * gb[2 * H + j];
+      }
+      auto tanh_t = tanh_cell[t];
+      at::tanh_out(tanh_t, cell_raw[t]);
+      const T_* tc = tanh_t.data_ptr<T_>();
       T_* next_inp = t + 1 < T ? inputs[t + 1].data_ptr<T_>() : nullptr;
-      at::parallel_for(0, B, gate_grain, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          const bool on = keep_p == nullptr || keep_p[b * T + t];
+      for (int64_t b = 0; b < B; ++b) {
+        const bool on = keep_p == nullptr || keep_p[b * T + t];
+        const T_* gb = gp + b * G;
+        T_* cn = cnew + b * H;
+        T_* hn = hnew + b * H;
+        if (on) {
+          const T_* cr = craw + b * H;
+          const T_* tb = tc + b * H;
+          _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) {
-            const int64_t o = b * G;
-            T_ ig = sigmoid(zp[o + j]), fg = sigmoid(zp[o + H + j]);
-            T_ gg = std::tanh(zp[o + 2 * H + j]), og = sigmoid(zp[o + 3 * H + j]);
-            gp[o + j] = ig; gp[o + H + j] = fg; gp[o + 2 * H + j] = gg; gp[o + 3 * H + j] = og;
-            T_ c = fg * cprev[b * H + j] + ig * gg;
-            craw[b * H + j] = c;
-            if (on) {
-              cnew[b * H + j] = clamp(c, clip);
-              hnew[b * H + j] = clamp(og * std::tanh(c), clip);
-            } else {
-              cnew[b * H + j] = cprev[b * H + j];
-              hnew[b * H + j] = hprev[b * H + j];
-            }
+            cn[j] = clamp(cr[j], clip);
+            hn[j] = clamp(gb[3 * H + j] * tb[j], clip);
           }
-          if (next_inp != nullptr)
-            std::copy(hnew + b * H, hnew + (b + 1) * H, next_inp + b * (RW + H) + RW);
+        } else {
+          std::copy(cprev + b * H, cprev + (b + 1) * H, cn);
+          std::copy(hprev + b * H, hprev + (b + 1) * H, hn);
         }
-      });
+        if (next_inp != nullptr) std::copy(hn, hn + H, next_inp + b * (RW + H) + RW);
+      }
       auto xi_out = xis[t];
       at::addmm_out(xi_out, b_xi, hidden[t + 1], wxit);
       T_* xip = xis[t].data_ptr<T_>();
@@ -579,7 +612,8 @@ std::vector<torch::Tensor> fused_forward(
           hidden[T], cell[T], M, usage[T], L, prec[T], read_w[T], write_w[T],
           // saved for backward
           hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w, prec,
-          simulated, alloc, order, wcontent, rcontent, fwd, bwd, bound_M, bound_L, keep_c};
+          simulated, alloc, order, wcontent, rcontent, fwd, bwd, bound_M, bound_L, keep_c,
+          tanh_cell};
 }
 
 namespace {
@@ -642,25 +676,26 @@ void link_backward(T* dL, const T* Lt, const T* Lprev, const T* ww, const T* p, 
     }
     // G = dL_t + sum_r (df_r[i] w^r_{t-1}[j] + w^r_{t-1}[i] db_r[j]); (L^T df) and (L db).
     if constexpr (RR > 0) {
-#pragma omp simd reduction(+ : acc[:RR])
+_Pragma("omp simd")
       for (int64_t j = 0; j < N; ++j) {
         T g = dLrow[j];
         const T l = Lrow[j];
         for (int r = 0; r < RR; ++r) {
           g += dfi[r] * wrr[r][j] + wri[r] * dbr[r][j];
           dwrr[r][j] += l * dfi[r];
-          acc[r] += l * dbr[r][j];
         }
         grow[j] = g;
       }
+      for (int r = 0; r < RR; ++r) acc[r] = dot(Lrow, dbr[r], N);
     } else {
+
       std::copy(dLrow, dLrow + N, grow);
       for (int64_t r = 0; r < R; ++r) {
         const T df = dfi[r], wi_r = wri[r];
         const T* w = wrr[r];
         const T* d = dbr[r];
         T* dw = dwrr[r];
-#pragma omp simd
+_Pragma("omp simd")
         for (int64_t j = 0; j < N; ++j) {
           grow[j] += df * w[j] + wi_r * d[j];
           dw[j] += Lrow[j] * df;
@@ -673,7 +708,7 @@ void link_backward(T* dL, const T* Lt, const T* Lprev, const T* ww, const T* p, 
     const T wi = ww[i];
     const T a = T(1) - wi;
     T dwi = 0;
-#pragma omp simd reduction(+ : dwi)
+_Pragma("omp simd reduction(+ : dwi)")
     for (int64_t j = 0; j < N; ++j) {
       const T gij = grow[j];
       const T tl = gij * Lprow[j];
@@ -742,7 +777,7 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
       dwr_t[r * N + n] += dot(drr, Mt + n * W, W);
       T wv = wr_t[r * N + n];
       T* row = dM + n * W;
-#pragma omp simd
+_Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) row[w] += wv * drr[w];
     }
   }
@@ -762,9 +797,11 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
     for (int64_t n = 0; n < N; ++n) dcr[r * N + n] = pi[K] * dw[n];
   }
   // 6. read content on M_t.
+  ws.norms_new.resize(N);
+  row_norms(Mt, N, W, ws.norms_new.data());
   for (int64_t r = 0; r < R; ++r) {
     g[lay.read_strengths + r] = content_backward(
-        Mt, P.read_keys + r * W, P.read_strengths[r], rcontent + r * N, dcr.data() + r * N, N, W, dM,
+        Mt, ws.norms_new.data(), P.read_keys + r * W, P.read_strengths[r], rcontent + r * N, dcr.data() + r * N, N, W, dM,
         g.data() + lay.read_keys + r * W, ws.c);
   }
   // 7 + 5. directional weights, links and precedence, one pass per row.
@@ -805,10 +842,10 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
         const T wkn = ww_t[k * N + n];
         const T* e = P.erase + k * W;
         T* f = factors.data() + k * W;
-#pragma omp simd
+_Pragma("omp simd")
         for (int64_t w = 0; w < W; ++w) { f[w] = T(1) - wkn * e[w]; kp[w] = kp[w] * f[w]; }
       }
-#pragma omp simd
+_Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) dkp[w] = drow[w] * prow[w];
       for (int64_t k = 0; k < K; ++k) {
         const T wkn = ww_t[k * N + n];
@@ -818,7 +855,7 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
         T* de = derase + k * W;
         T dw = 0;
         if (K == 1) {
-#pragma omp simd reduction(+ : dw)
+_Pragma("omp simd reduction(+ : dw)")
           for (int64_t w = 0; w < W; ++w) {
             dv[w] += wkn * drow[w];
             dw += drow[w] * v[w] - dkp[w] * e[w];
@@ -837,12 +874,14 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
         }
         dww_t[k * N + n] += dw;
       }
-#pragma omp simd
+_Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) drow[w] = drow[w] * kp[w];  // now dL/dM_{t-1}
     }
   }
   // 3. write weights w = g^w (g^a a + (1 - g^a) c^w), content on M_{t-1}.
   std::vector<T> dalloc(K * N), dwcontent(K * N);
+  ws.norms_old.resize(N);
+  row_norms(Mprev, N, W, ws.norms_old.data());
   for (int64_t k = 0; k < K; ++k) {
     const T ga = P.allocation_gates[k], gw = P.write_gates[k];
     T dgw = 0, dga = 0;
@@ -857,7 +896,7 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
     g[lay.write_gates + k] += dgw;
     g[lay.allocation_gates + k] += dga;
     g[lay.write_strengths + k] = content_backward(
-        Mprev, P.write_keys + k * W, P.write_strengths[k], wcontent + k * N, dwcontent.data() + k * N,
+        Mprev, ws.norms_old.data(), P.write_keys + k * W, P.write_strengths[k], wcontent + k * N, dwcontent.data() + k * N,
         N, W, dM, g.data() + lay.write_keys + k * W, ws.c);
   }
   // 2. allocation chain, heads in reverse.
@@ -938,7 +977,7 @@ std::vector<torch::Tensor> fused_backward(
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
        wcontent = saved[14], rcontent = saved[15], fwd = saved[16], bwd = saved[17],
-       bound_M = saved[18], bound_L = saved[19], keep = saved[20];
+       bound_M = saved[18], bound_L = saved[19], keep = saved[20], tanh_cell = saved[21];
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
   const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
   Dims d{B, T, H, N, W, R, K, xis.size(2), G, std::max<int64_t>(1, std::min(chunk, T)), clip, oneplus};
@@ -1019,26 +1058,35 @@ std::vector<torch::Tensor> fused_backward(
         T_* dzp = dZ.data_ptr<T_>() + t * B * G;
         const T_* gp = gates.data_ptr<T_>() + t * B * G;
         const T_* craw = cell_raw.data_ptr<T_>() + t * B * H;
+        const T_* tanh_c = tanh_cell.data_ptr<T_>() + t * B * H;
         const T_* cprev = cell.data_ptr<T_>() + t * B * H;
         at::parallel_for(0, B, gate_grain, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             const bool on = keep_p == nullptr || keep_p[b * T + t];
             if (!on) continue;  // h, c carried: dh, dc pass through
+            const int64_t o = b * G;
+            T_* dhb = dhp + b * H;
+            T_* dcb = dcp + b * H;
+            T_* dzb = dzp + o;
+            const T_* gb = gp + o;
+            const T_* cb = craw + b * H;
+            const T_* tcb = tanh_c + b * H;
+            const T_* cpb = cprev + b * H;
+_Pragma("omp simd")
             for (int64_t j = 0; j < H; ++j) {
-              const int64_t o = b * G;
-              const T_ ig = gp[o + j], fg = gp[o + H + j], gg = gp[o + 2 * H + j], og = gp[o + 3 * H + j];
-              const T_ c = craw[b * H + j];
-              const T_ tc = std::tanh(c);
+              const T_ ig = gb[j], fg = gb[H + j], gg = gb[2 * H + j], og = gb[3 * H + j];
+              const T_ c = cb[j];
+              const T_ tc = tcb[j];
               const T_ hraw = og * tc;
-              const T_ dhr = dhp[b * H + j] * clamp_pass(hraw, clip);
-              const T_ dcr = dcp[b * H + j] * clamp_pass(c, clip) + dhr * og * (T_(1) - tc * tc);
+              const T_ dhr = dhb[j] * clamp_pass(hraw, clip);
+              const T_ dcr = dcb[j] * clamp_pass(c, clip) + dhr * og * (T_(1) - tc * tc);
               const T_ dog = dhr * tc;
-              dzp[o + j] = dcr * gg * (T_(1) - ig) * ig;
-              dzp[o + H + j] = dcr * cprev[b * H + j] * (T_(1) - fg) * fg;
-              dzp[o + 2 * H + j] = dcr * ig * (T_(1) - gg * gg);
-              dzp[o + 3 * H + j] = dog * (T_(1) - og) * og;
-              dcp[b * H + j] = dcr * fg;
-              dhp[b * H + j] = 0;
+              dzb[j] = dcr * gg * (T_(1) - ig) * ig;
+              dzb[H + j] = dcr * cpb[j] * (T_(1) - fg) * fg;
+              dzb[2 * H + j] = dcr * ig * (T_(1) - gg * gg);
+              dzb[3 * H + j] = dog * (T_(1) - og) * og;
+              dcb[j] = dcr * fg;
+              dhb[j] = 0;
             }
           }
         });
