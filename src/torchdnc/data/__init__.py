@@ -1,0 +1,1 @@
+"""Loaders for the fixed data sets that tasks test on (see each module)."""
