@@ -6,10 +6,13 @@ from typing import Any
 
 from torchdnc.tasks.base import Batch, BitTask, Task, average_metrics
 from torchdnc.tasks.copy import CopyTask, RepeatCopyTask
+from torchdnc.tasks.family import InferenceTask
+from torchdnc.tasks.paths import ShortestPathTask, TraversalTask
 from torchdnc.tasks.recall import AssociativeRecallTask, PrioritySortTask
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask)
+    cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask,
+                              TraversalTask, ShortestPathTask, InferenceTask)
 }
 
 
@@ -29,4 +32,5 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
 
 
 __all__ = ["TASKS", "Batch", "BitTask", "Task", "average_metrics", "make_task", "CopyTask",
-           "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask"]
+           "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "TraversalTask",
+           "ShortestPathTask", "InferenceTask"]
