@@ -11,14 +11,15 @@ import torch
 
 from torchdnc import DNC
 from torchdnc.tasks import make_task
+from torchdnc.data import london
 from torchdnc.tasks.family import (EDGE_LABELS, INFERENCE_LESSONS, NAMED_RELATIONS, InferenceTask,
-                                   family_queries, follow_relation, inference_episode,
-                                   random_family_tree, relation_labels, relation_table)
-from torchdnc.tasks.graphs import (BLANK, INPUT_SIZE, OUTPUT_SIZE, Episode, LabelledGraph, QueryError,
-                                   accuracy_by_length, collate, decode_labels, decode_triples,
-                                   encode_labels, encode_triples, random_graph)
+                                   family_queries, follow_relation, random_family_tree,
+                                   relation_labels, relation_table)
+from torchdnc.tasks.graphs import (BLANK, INPUT_SIZE, OUTPUT_SIZE, accuracy_by_length, collate,
+                                   decode_labels, decode_triples, encode_labels, encode_triples)
+from torchdnc.tasks.labelled_graph import LabelledGraph, QueryError, random_graph
 from torchdnc.tasks.paths import (SHORTEST_PATH_LESSONS, TRAVERSAL_LESSONS, ShortestPathTask,
-                                  TraversalTask, random_walk, shortest_path_episode, traversal_episode,
+                                  TraversalTask, random_walk, shortest_path_episode,
                                   traversal_path)
 
 
@@ -300,7 +301,6 @@ def test_inference_training_queries_follow_their_relation():
 
 # -- London Underground ------------------------------------------------------------------------
 
-london = pytest.importorskip("torchdnc.data.london")
 DATA = london.find_london_dir()
 needs_data = pytest.mark.skipif(DATA is None, reason="London Underground data folder not found "
                                 "(set TORCHDNC_LONDON_DIR or place it at ../shared/data/london_underground)")

@@ -28,8 +28,9 @@ from torch import Tensor, nn
 
 from torchdnc.tasks.base import Batch
 from torchdnc.tasks.family import InferenceTask, default_family_tree, family_queries
-from torchdnc.tasks.graphs import (ANSWER_CHANNEL, BLANK, PHASE_CHANNEL, GraphTask, LabelledGraph,
-                                   Triple, accuracy_by_length, collate, encode_triples)
+from torchdnc.tasks.graphs import (ANSWER_CHANNEL, BLANK, PHASE_CHANNEL, GraphTask, accuracy_by_length,
+                                   collate, encode_triples)
+from torchdnc.tasks.labelled_graph import LabelledGraph, Triple
 from torchdnc.tasks.paths import (ShortestPathTask, TraversalTask, candidate_scores, london_graph,
                                   pairs_at_distance, random_walk, shortest_path_prefix)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchdnc.tasks.graphs import LabelledGraph, decode_triples
+from torchdnc.tasks.graphs import decode_triples
+from torchdnc.tasks.labelled_graph import LabelledGraph
 from torchdnc.tasks.paths import TraversalTask, london_graph, random_walk
 
 MAX_HEADS_DRAWN = 4

@@ -1,6 +1,6 @@
 """Traversal and shortest path on graphs (Graves et al. 2016, Fig. 2b, Methods).
 
-Both train on random graphs (`torchdnc.tasks.graphs.random_graph`) with the
+Both train on random graphs (`torchdnc.tasks.labelled_graph.random_graph`) with the
 paper's curricula (Extended Data Tables 3 and 5) and test, with no retraining,
 on the London Underground (`torchdnc.data.london`): seven-step traversals and
 shortest paths of up to four steps.
@@ -42,8 +42,8 @@ import torch
 from torch import Tensor
 
 from torchdnc.tasks.base import Batch, check_positive, randint
-from torchdnc.tasks.graphs import (BLANK, Episode, GraphTask, LabelledGraph, QueryError, Triple,
-                                   collate, label_digits, lesson_levels, random_graph, shuffled)
+from torchdnc.tasks.graphs import BLANK, Episode, GraphTask, collate, label_digits, lesson_levels
+from torchdnc.tasks.labelled_graph import LabelledGraph, QueryError, Triple, random_graph, shuffled
 
 # Extended Data Table 3: (nodes, out-degree, path length) ranges per lesson.
 TRAVERSAL_LESSONS = (
