@@ -88,6 +88,7 @@ def plot_underground_traversal(model: nn.Module, task: TraversalTask, path: Path
                         f"(colour scale 0-{top:.2g})", loc="left", fontsize=9)
         panel.set_yticks([])
         panel.set_ylabel("location", fontsize=8)
+        panel.set_xticks(list(time)[:: max(1, len(time) // 20)])
 
     panel = axes[1 + heads]
     image = mode_rows.permute(1, 2, 0).reshape(heads * 3, -1)

@@ -27,9 +27,10 @@ current node (the paper renormalises the output distribution over them; with
 and it is right when it lies on a shortest path to the goal. A sequence is
 right when every choice is (ED Table 5: "a path is correct if it is a shortest
 path"; the Methods text says "no more than one step longer", which is not
-used). This is scored under teacher forcing; the paper's free-running test,
-feeding the network its own moves, is
-`torchdnc.graph_evaluation.rollout_shortest_path`.
+used); ``digit_error`` still compares with the teacher's path, so it counts
+a different shortest path as wrong digits. All this is scored under teacher
+forcing; the paper's free-running test, feeding the network its own moves,
+is `torchdnc.graph_evaluation.rollout_shortest_path`.
 """
 
 from __future__ import annotations
