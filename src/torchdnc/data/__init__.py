@@ -1,1 +1,1 @@
-"""Readers for the data sets the tasks train on (bAbI); synthetic tasks need none."""
+"""Readers and loaders for the fixed data sets some tasks use (bAbI, London Underground)."""

@@ -7,11 +7,13 @@ from typing import Any
 from torchdnc.tasks.babi import BabiTask
 from torchdnc.tasks.base import Batch, BitTask, Task, average_metrics
 from torchdnc.tasks.copy import CopyTask, RepeatCopyTask
+from torchdnc.tasks.family import InferenceTask
+from torchdnc.tasks.paths import ShortestPathTask, TraversalTask
 from torchdnc.tasks.recall import AssociativeRecallTask, PrioritySortTask
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask,
-                              BabiTask)
+                              BabiTask, TraversalTask, ShortestPathTask, InferenceTask)
 }
 
 
@@ -31,4 +33,5 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
 
 
 __all__ = ["TASKS", "Batch", "BitTask", "Task", "average_metrics", "make_task", "CopyTask",
-           "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "BabiTask"]
+           "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "BabiTask", "TraversalTask",
+           "ShortestPathTask", "InferenceTask"]
