@@ -41,8 +41,11 @@ def test_every_task_follows_the_interface(name):
     assert metrics[task.primary_metric] == 0 and metrics["sequences"] == 5
     assert task.loss(perfect, batch) < 1e-2
     wrong = -perfect
-    error = "bit_error" if "bit_error" in metrics else task.primary_metric
-    assert task.metrics(wrong, batch)[error] == pytest.approx(5.0)  # summed over sequences
+    wrong_metrics = task.metrics(wrong, batch)
+    assert wrong_metrics[task.primary_metric] > 0
+    for key in task.report_metrics:  # rates: 1 per sequence when everything is wrong
+        assert metrics[key] == 0
+        assert wrong_metrics[key] == pytest.approx(5.0)
 
 
 def test_copy_layout_by_hand():

@@ -239,3 +239,21 @@ def test_babi_trains_evaluates_per_task_and_plots_a_story(tmp_path, capsys):
     assert (tmp_path / "eval.csv").read_text().count("\n") >= 2
     assert main(["plot", str(tmp_path)]) == 0
     assert (tmp_path / "plots" / "story.png").exists()
+
+
+def test_traversal_trains_evaluates_per_query_length_and_plots(tmp_path, capsys):
+    from torchdnc.tasks.paths import london_available
+
+    args = ["train", "traversal", "--out", str(tmp_path), "--lessons=1", "--hidden_size=8",
+            "--memory_size=4", "--word_size=4", "--num_reads=1", "--batch_size=2",
+            "--iterations=2", "--eval_interval=2", "--eval_batches=1", "--progress=false"]
+    assert main(args) == 0
+    assert main(["eval", str(tmp_path), "--batches", "1", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| setting | N | sequence_error | triple_error | digit_error | loss |" in out
+    if london_available():
+        assert "| query length | right | total | accuracy |" in out
+    assert main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "plots" / "memory.png").exists()
+    if london_available():
+        assert (tmp_path / "plots" / "underground.png").exists()

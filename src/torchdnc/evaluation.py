@@ -46,10 +46,18 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
             generator = eval_generator(seed + EVAL_SEED_OFFSET, index)
             metrics = evaluate(candidate, task, params, batches, batch_size, generator, torch_device)
             rows.append({"setting": name, "memory_size": n, **metrics})
-    return {"run": str(run_dir), "task": config.task, "model": config.model,
+    report = {"run": str(run_dir), "task": config.task, "model": config.model,
             "step": payload["step"], "level": payload["progress"]["level"] + 1,
             "levels": len(levels), "primary_metric": task.primary_metric,
+            "report_metrics": list(task.report_metrics),
             "sequences_per_row": batches * batch_size, "rows": rows}
+    from torchdnc.tasks.graphs import GraphTask
+
+    if isinstance(task, GraphTask):  # the paper's test per query length (free-running paths)
+        from torchdnc.graph_evaluation import evaluate_graph_run
+
+        report["graph_test"] = evaluate_graph_run(run_dir, device=device, seed=seed)
+    return report
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -62,7 +70,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         text = per_task.to_markdown() if hasattr(per_task, "to_markdown") else ""
         return render_per_task(report) + text
     metric = report["primary_metric"]
-    extra = [k for k in ("bit_error",) if k in report["rows"][0]]
+    extra = [k for k in report.get("report_metrics", ()) if k in report["rows"][0]]
     header = ["setting", "N", metric, *extra, "loss"]
     lines = [f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, step "
              f"{report['step']}, curriculum level {report['level']}/{report['levels']}); "
@@ -73,7 +81,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         cells = [row["setting"], n, f"{row[metric]:.3f}",
                  *[f"{row[k]:.2%}" for k in extra], f"{row['loss']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if "graph_test" in report:
+        from torchdnc.graph_evaluation import to_markdown as graph_markdown
+
+        text += "\n" + graph_markdown(report["graph_test"])
+    return text
 
 
 def write_report(run_dir: Path | str, report: dict[str, Any]) -> list[Path]:

@@ -36,7 +36,7 @@ def plot_memory(model: DNC, task, params: dict[str, Any], path: Path | str, seed
     scored = batch.loss_mask[0].bool()
     inputs = batch.inputs[0].T
     targets = batch.targets[0].T
-    predictions = (torch.sigmoid(outputs[0]) * scored.unsqueeze(-1)).T
+    predictions = (task.output_probabilities(outputs)[0] * scored.unsqueeze(-1)).T
     reads = trace.read_weights[0]  # [T, R, N]
     num_reads = min(reads.shape[1], 4)
     rows = [("inputs", inputs, "input"), ("targets", targets, "bit"),
@@ -119,6 +119,16 @@ def plot_run(run_dir: Path | str, seed: int = 0, out: Path | str | None = None) 
                              f"{config.task} ({config.model}, preset {config.preset})")]
     from torchdnc.tasks.babi import BabiTask
 
+    from torchdnc.tasks.paths import TraversalTask
+
+    if isinstance(model, DNC) and isinstance(task, TraversalTask):
+        from torchdnc.tasks.paths import london_available
+        from torchdnc.graph_plots import plot_underground_traversal
+
+        if london_available(task.london_dir):
+            written.append(plot_underground_traversal(
+                model, task, out / "underground.png", steps=task.test_steps, seed=seed,
+                title=f"traversal, step {payload['step']}"))
     if isinstance(model, DNC) and isinstance(task, BabiTask):
         from torchdnc.tasks.babi import parse_task_selection
         from torchdnc.tasks.babi_report import plot_story

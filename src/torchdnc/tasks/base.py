@@ -56,6 +56,8 @@ class Task:
     summary: ClassVar[str]
     # Name of the metric the curriculum and "solved" refer to (lower is better).
     primary_metric: ClassVar[str]
+    # Further metrics worth a column in evaluation tables.
+    report_metrics: ClassVar[tuple[str, ...]] = ()
     input_size: int
     output_size: int
 
@@ -88,6 +90,10 @@ class Task:
         per-sequence means (see `average_metrics`).
         """
         raise NotImplementedError
+
+    def output_probabilities(self, outputs: Tensor) -> Tensor:
+        """The model's raw outputs as probabilities, for figures."""
+        return torch.softmax(outputs, dim=-1)
 
     def finalize_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Turn per-sequence means into the task's reported metrics (e.g. rates
@@ -125,6 +131,10 @@ class BitTask(Task):
     """
 
     primary_metric: ClassVar[str] = "bits_per_sequence"
+    report_metrics: ClassVar[tuple[str, ...]] = ("bit_error",)
+
+    def output_probabilities(self, outputs: Tensor) -> Tensor:
+        return torch.sigmoid(outputs)
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         per_bit = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="none")
