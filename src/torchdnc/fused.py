@@ -15,6 +15,7 @@ backward keeps about (T / chunk + chunk) of them rather than T.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -51,8 +52,11 @@ def load_extension(verbose: bool = False):
             flags = ["-O3", "-fopenmp", "-fno-math-errno"]
             if os.environ.get("TORCHDNC_NATIVE", "1") != "0":
                 flags.append("-march=native")
-            _EXTENSION = load(name="torchdnc_fused", sources=[str(source)], extra_cflags=flags,
-                              extra_ldflags=["-fopenmp"], verbose=verbose)
+            # The name carries a hash of the source and flags, so that different
+            # versions (e.g. two checkouts) never rebuild over each other's cache.
+            digest = hashlib.sha1(source.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+            _EXTENSION = load(name=f"torchdnc_fused_{digest}", sources=[str(source)],
+                              extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=verbose)
         except Exception as error:  # no compiler, no ninja, ...
             _FAILED = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
             warnings.warn(f"torchdnc: the fused C++ DNC could not be built ({_FAILED}); "

@@ -115,20 +115,24 @@ template <typename T> struct Parsed {
   }
 };
 
-// Dot product with several independent partial sums, so that the additions
-// are not one serial dependency chain.
+// Dot product. Long vectors use several independent partial sums, so that the
+// additions are not one serial dependency chain; short ones one vector sum.
 template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
   constexpr int64_t kWidth = 4 * 64 / static_cast<int64_t>(sizeof(T));  // four AVX-512 registers
-  T partial[kWidth] = {};
   int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) {
-    _Pragma("omp simd")
-    for (int64_t j = 0; j < kWidth; ++j) partial[j] += a[i + j] * b[i + j];
-  }
   T s = 0;
-  for (int64_t j = 0; j < kWidth; ++j) s += partial[j];
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
+  if (n >= 2 * kWidth) {
+    T partial[kWidth] = {};
+    for (; i + kWidth <= n; i += kWidth) {
+      _Pragma("omp simd")
+      for (int64_t j = 0; j < kWidth; ++j) partial[j] += a[i + j] * b[i + j];
+    }
+    for (int64_t j = 0; j < kWidth; ++j) s += partial[j];
+  }
+  T tail = 0;
+  _Pragma("omp simd reduction(+ : tail)")
+  for (int64_t j = i; j < n; ++j) tail += a[j] * b[j];
+  return s + tail;
 }
 
 // Row norms |M[n]| = sqrt(sum_w M[n,w]^2 + eps), shared by every head reading M.

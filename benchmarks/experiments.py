@@ -1,0 +1,117 @@
+"""Run the experiments behind the README's results tables and print the tables.
+
+    python benchmarks/experiments.py run copy-quick copy-full ...   # train + eval
+    python benchmarks/experiments.py table                        # Markdown from runs/
+
+Each experiment is one `torchdnc train` command (with its seed) followed by
+`torchdnc eval`; the table is read back from the run directories
+(`metrics.jsonl` for iterations and wall time, `eval.json` for the metrics), so
+every number in it comes from the command printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+RUNS = Path("runs")
+
+# name -> train arguments (after `torchdnc train`); all seeded.
+EXPERIMENTS: dict[str, str] = {
+    "copy-quick": "copy --preset quick --seed=0",
+    "copy-full": "copy --preset full --seed=0",
+    "copy-full-lstm": "copy --preset full --model=lstm --seed=0",
+    "repeat_copy-full": "repeat_copy --preset full --seed=0",
+    "associative_recall-full": "associative_recall --preset full --seed=0",
+    "associative_recall-full-lstm": "associative_recall --preset full --model=lstm --seed=0",
+    "priority_sort-full": "priority_sort --preset full --seed=0",
+    "babi-quick": "babi --preset quick --seed=0",
+    "traversal-quick": "traversal --preset quick --seed=0",
+    "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0",
+}
+
+
+def command(name: str) -> str:
+    return f"torchdnc train {EXPERIMENTS[name]} --out runs/{name}"
+
+
+def run(names: list[str], force: bool) -> None:
+    for name in names:
+        out = RUNS / name
+        if out.exists() and not force:
+            print(f"{name}: {out} exists, skipped (--force to rerun)")
+            continue
+        train = [sys.executable, "-m", "torchdnc", "train", *shlex.split(EXPERIMENTS[name]),
+                 "--out", str(out), "--force", "--progress=false"]
+        print("$", command(name), flush=True)
+        subprocess.run(train, check=True)
+        subprocess.run([sys.executable, "-m", "torchdnc", "eval", str(out)], check=True)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def table(names: list[str]) -> str:
+    lines = ["| experiment | command | iterations | wall time | solved | result at training "
+             "difficulty | beyond training (N) |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        run_dir = RUNS / name
+        records = _records(run_dir)
+        ends = [r for r in records if r["kind"] == "end"]
+        if not ends:
+            lines.append(f"| {name} | `{command(name)}` | not run | | | | |")
+            continue
+        seconds = sum(r["seconds"] for r in ends)
+        end = ends[-1]
+        report_path = run_dir / "eval.json"
+        result, beyond = "", ""
+        if report_path.exists():
+            report = json.loads(report_path.read_text())
+            if "rows" in report:
+                metric = report["primary_metric"]
+                extra = report.get("report_metrics", [])
+                rows = report["rows"]
+
+                def describe(row):
+                    text = f"{metric} {row[metric]:.3f}"
+                    return text + "".join(f", {k} {row[k]:.2%}" for k in extra)
+
+                result = describe(rows[0])
+                beyond = "; ".join(f"{r['setting'].split(' (')[0]} (N={r['memory_size']}): "
+                                   f"{describe(r)}" for r in rows[1:])
+            elif "per_task" in report:
+                per_task = report["per_task"]
+                result = f"mean question error {per_task['mean_error_percent']:.1f}%"
+        lines.append(f"| {name} | `{command(name)}` | {end['step']} | {seconds / 60:.1f} min | "
+                     f"{'yes' if end.get('solved') else 'no'} | {result} | {beyond} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    run_parser = sub.add_parser("run", help="train and evaluate experiments")
+    run_parser.add_argument("names", nargs="*", help=f"default: all of {list(EXPERIMENTS)}")
+    run_parser.add_argument("--force", action="store_true", help="rerun existing runs")
+    table_parser = sub.add_parser("table", help="print the results table")
+    table_parser.add_argument("names", nargs="*")
+    args = parser.parse_args()
+    names = args.names or list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment(s) {unknown}; valid: {list(EXPERIMENTS)}")
+    if args.action == "run":
+        run(names, args.force)
+    else:
+        print(table(names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
