@@ -135,3 +135,12 @@ def test_compiled_step_equals_plain():
     plain, compiled = _pair("compile", torch.float64, num_reads=2, num_writes=1, clip=1.0)
     x = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
     _check(plain, compiled, x)
+
+
+@needs_fused
+def test_fused_triangular_schedule_equals_plain_on_long_sequences(monkeypatch):
+    # Force the triangular recompute schedule (normally only for large link matrices).
+    monkeypatch.setattr(fused, "STORE_ALL_BYTES", 0)
+    plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=1, clip=2.0)
+    x = torch.randn(3, 23, 5, dtype=torch.float64, requires_grad=True)
+    _check(plain, fast, x, mask=torch.rand(3, 23) > 0.2)

@@ -16,7 +16,6 @@ backward keeps about (T / chunk + chunk) of them rather than T.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import threading
 import time
@@ -70,11 +69,12 @@ def available() -> bool:
 
 
 def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, element_size: int) -> int:
-    """Recompute chunk: all steps when the links are small, else about sqrt(T)."""
+    """Recompute chunk: all steps in one chunk when the links are small, else 0,
+    the kernel's triangular schedule (about sqrt(2 T) copies of M and L alive)."""
     total = steps * batch * num_writes * memory_size * memory_size * element_size
     if total <= STORE_ALL_BYTES:
         return max(steps, 1)
-    return max(1, math.ceil(math.sqrt(steps)))
+    return 0
 
 
 class FusedRecurrence(torch.autograd.Function):
@@ -84,12 +84,14 @@ class FusedRecurrence(torch.autograd.Function):
     def forward(ctx, projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
                 read_weights, write_weights, keep, clip, oneplus, chunk):
         ext = load_extension()
-        out = ext.forward(projected.contiguous(), w_cat.contiguous(), w_xi.contiguous(),
-                          b_xi.contiguous(), h0.contiguous(), c0.contiguous(), r0.contiguous(),
-                          memory, usage, link, precedence, read_weights, write_weights, keep,
-                          clip, oneplus, chunk)
-        results, saved = out[:10], out[10:]
-        ctx.saved_for_backward = saved
+        out, boundaries = ext.forward(
+            projected.contiguous(), w_cat.contiguous(), w_xi.contiguous(), b_xi.contiguous(),
+            h0.contiguous(), c0.contiguous(), r0.contiguous(), memory, usage, link, precedence,
+            read_weights, write_weights, keep, clip, oneplus, chunk)
+        results = out[:10]
+        ctx.final_shapes = [t.shape for t in results[2:]]
+        ctx.saved_for_backward = out[10:]
+        ctx.boundaries = boundaries  # released chunk by chunk during backward
         ctx.save_for_backward(w_cat, w_xi)
         ctx.options = (clip, oneplus, chunk)
         hidden, reads = results[0].contiguous(), results[1].contiguous()
@@ -99,30 +101,17 @@ class FusedRecurrence(torch.autograd.Function):
     def backward(ctx, grad_hidden, grad_reads, *grad_final):
         ext = load_extension()
         w_cat, w_xi = ctx.saved_tensors
-        saved = ctx.saved_for_backward
-        hidden_all, reads_all = saved[0], saved[5]
-        batch, steps = grad_hidden.shape[0], grad_hidden.shape[1]
-
-        def zero_if_none(grad, like):
-            return torch.zeros_like(like) if grad is None else grad.contiguous()
-
-        grad_hidden = zero_if_none(grad_hidden, hidden_all[1:].transpose(0, 1))
-        grad_reads = zero_if_none(grad_reads, reads_all[1:].transpose(0, 1))
-        # h_T, c_T, M, u, L, p, w^r, w^w of the final state.
-        finals = [grad_final[i] for i in range(8)]
-        shapes = [hidden_all[0], saved[1][0], None, saved[7][0], None, saved[10][0],
-                  saved[8][0], saved[9][0]]
-        bound_M, bound_L = saved[18], saved[19]
-        shapes[2] = bound_M[0]
-        shapes[4] = bound_L[0]
-        finals = [zero_if_none(g, like) for g, like in zip(finals, shapes)]
+        saved, boundaries = ctx.saved_for_backward, ctx.boundaries
+        ctx.saved_for_backward = ctx.boundaries = None
+        # Final state h_T, c_T, M, u, L, p, w^r, w^w: outputs 2-9; zeros where unused.
+        finals = [torch.zeros(shape, dtype=grad_hidden.dtype, device=grad_hidden.device)
+                  if grad is None else grad.contiguous()
+                  for grad, shape in zip(grad_final, ctx.final_shapes)]
         clip, oneplus, chunk = ctx.options
-        grads = ext.backward(list(saved), w_cat, w_xi, grad_hidden, grad_reads, finals,
-                             clip, oneplus, chunk)
-        d_projected, d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww = grads
-        del batch, steps
-        return (d_projected, d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww,
-                None, None, None, None)
+        grads = ext.backward(saved, boundaries, w_cat, w_xi, grad_hidden.contiguous(),
+                             grad_reads.contiguous(), finals, clip, oneplus, chunk)
+        del saved, boundaries
+        return (*grads, None, None, None, None)
 
 
 def fused_forward(dnc, projected: Tensor, state, keep: Tensor | None, chunk: int):
@@ -141,7 +130,7 @@ def fused_forward(dnc, projected: Tensor, state, keep: Tensor | None, chunk: int
     projected = projected + rnn.bias_hh_l0
     controller, access, reads = state
     steps = projected.shape[1]
-    if chunk <= 0:
+    if chunk <= 0:  # auto
         chunk = auto_chunk(steps, projected.shape[0], config.num_writes, access.memory.shape[1],
                            projected.element_size())
     empty = torch.empty(0, dtype=torch.bool, device=projected.device)

@@ -4,9 +4,9 @@
 // results differ from the plain PyTorch path only by floating-point rounding.
 //
 // Memory: per step only O(N) quantities are kept. The memory matrix M and the
-// link matrices L are stored at the start of every chunk of `chunk` steps and
-// recomputed chunk by chunk during the backward pass, so the backward keeps
-// (T / chunk + chunk) copies of them instead of T.
+// link matrices L are stored at the start of each recompute chunk and rebuilt
+// chunk by chunk during the backward pass (see chunk_starts), so the backward
+// keeps about sqrt(2 T) copies of them instead of T.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -460,11 +460,36 @@ _Pragma("omp simd")
   std::copy(wr_new, wr_new + R * N, wr);
 }
 
+// Start steps of the recompute chunks. chunk > 0: equal chunks of that many
+// steps. chunk <= 0: a triangular schedule, chunk lengths L0, L0 - 1, ..., 1
+// with L0 (L0 + 1) / 2 >= T. Freeing each boundary once its chunk is done, the
+// backward then holds about L0 + 2 ~ sqrt(2 T) copies of (M, L) at any time,
+// against ~2 sqrt(T) for equal chunks, with the same amount of recomputation.
+std::vector<int64_t> chunk_starts(int64_t T, int64_t chunk) {
+  std::vector<int64_t> starts;
+  if (chunk > 0) {
+    for (int64_t t = 0; t < T; t += chunk) starts.push_back(t);
+    return starts;
+  }
+  int64_t first = 1;
+  while (first * (first + 1) / 2 < T) ++first;
+  for (int64_t t = 0, length = first; t < T; t += length, length = std::max<int64_t>(length - 1, 1))
+    starts.push_back(t);
+  return starts;
+}
+
 }  // namespace
+
+// Memory and link matrices at the start of each recompute chunk; the backward
+// pass releases each one as soon as its chunk is done.
+struct Boundaries {
+  std::vector<torch::Tensor> memory, link;
+  std::vector<int64_t> starts;
+};
 
 // Forward over the whole sequence. Returns the outputs and every tensor the
 // backward needs (opaque to Python apart from the first ten).
-std::vector<torch::Tensor> fused_forward(
+std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forward(
     torch::Tensor projected,  // [B, T, 4H]: W_ih[:, :input] x_t + b_ih + b_hh
     torch::Tensor w_cat,      // [4H, R W + H]: [W_ih[:, input:], W_hh]
     torch::Tensor w_xi, torch::Tensor b_xi,  // [I, H], [I]
@@ -474,11 +499,12 @@ std::vector<torch::Tensor> fused_forward(
     double clip, bool oneplus, int64_t chunk) {
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
-  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, std::max<int64_t>(1, std::min(chunk, T)), clip, oneplus};
+  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus};
   Layout lay(d);
   TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
-  const int64_t chunks = (T + d.chunk - 1) / d.chunk;
   auto opts = projected.options();
+  auto boundaries = std::make_shared<Boundaries>();
+  boundaries->starts = chunk_starts(T, chunk);
   auto iopts = opts.dtype(torch::kInt32);
   const bool masked = keep.numel() > 0;
   auto keep_c = masked ? keep.to(torch::kBool).contiguous() : keep;
@@ -502,8 +528,6 @@ std::vector<torch::Tensor> fused_forward(
   auto rcontent = torch::empty({T, B, R, N}, opts);
   auto fwd = torch::empty({T, B, R, K, N}, opts);
   auto bwd = torch::empty({T, B, R, K, N}, opts);
-  auto bound_M = torch::empty({chunks, B, N, W}, opts);
-  auto bound_L = torch::empty({chunks, B, K, N, N}, opts);
 
   auto M = M0.contiguous().clone();
   auto L = L0.contiguous().clone();
@@ -538,9 +562,10 @@ std::vector<torch::Tensor> fused_forward(
     }
     const int64_t memory_grain = grain(d);
     for (int64_t t = 0; t < T; ++t) {
-      if (t % d.chunk == 0) {
-        bound_M[t / d.chunk].copy_(M);
-        bound_L[t / d.chunk].copy_(L);
+      const auto& starts = boundaries->starts;
+      if (boundaries->memory.size() < starts.size() && starts[boundaries->memory.size()] == t) {
+        boundaries->memory.push_back(M.clone());
+        boundaries->link.push_back(L.clone());
       }
       at::addmm_out(z, proj_t[t], inputs[t], wct);
       // Controller: LSTM gates i, f, g, o (vectorised by ATen), cell, hidden, clipping.
@@ -612,12 +637,13 @@ std::vector<torch::Tensor> fused_forward(
       });
     }
   });
-  return {hidden.narrow(0, 1, T).transpose(0, 1), reads.narrow(0, 1, T).transpose(0, 1),
-          hidden[T], cell[T], M, usage[T], L, prec[T], read_w[T], write_w[T],
-          // saved for backward
-          hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w, prec,
-          simulated, alloc, order, wcontent, rcontent, fwd, bwd, bound_M, bound_L, keep_c,
-          tanh_cell};
+  std::vector<torch::Tensor> out{
+      hidden.narrow(0, 1, T).transpose(0, 1), reads.narrow(0, 1, T).transpose(0, 1),
+      hidden[T], cell[T], M, usage[T], L, prec[T], read_w[T], write_w[T],
+      // saved for backward
+      hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w, prec,
+      simulated, alloc, order, wcontent, rcontent, fwd, bwd, keep_c, tanh_cell};
+  return {out, boundaries};
 }
 
 namespace {
@@ -973,7 +999,7 @@ _Pragma("omp simd")
 }  // namespace
 
 std::vector<torch::Tensor> fused_backward(
-    std::vector<torch::Tensor> saved, torch::Tensor w_cat, torch::Tensor w_xi,
+    std::vector<torch::Tensor> saved, std::shared_ptr<Boundaries> boundaries, torch::Tensor w_cat, torch::Tensor w_xi,
     torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
     std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
     double clip, bool oneplus, int64_t chunk) {
@@ -981,10 +1007,10 @@ std::vector<torch::Tensor> fused_backward(
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
        wcontent = saved[14], rcontent = saved[15], fwd = saved[16], bwd = saved[17],
-       bound_M = saved[18], bound_L = saved[19], keep = saved[20], tanh_cell = saved[21];
+       keep = saved[18], tanh_cell = saved[19];
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
   const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
-  Dims d{B, T, H, N, W, R, K, xis.size(2), G, std::max<int64_t>(1, std::min(chunk, T)), clip, oneplus};
+  Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus};
   Layout lay(d);
   auto opts = gates.options();
   const bool masked = keep.numel() > 0;
@@ -1002,8 +1028,6 @@ std::vector<torch::Tensor> fused_backward(
   auto dXi = torch::zeros({T, B, d.I}, opts);
   auto gh = grad_hidden.transpose(0, 1).contiguous();  // [T, B, H]
   auto gr = grad_reads.transpose(0, 1).contiguous();   // [T, B, R, W]
-  auto chunk_M = torch::empty({d.chunk + 1, B, N, W}, opts);
-  auto chunk_L = torch::empty({d.chunk + 1, B, K, N, N}, opts);
   auto dinp = torch::zeros({B, R * W + H}, opts);  // d[r_{t-1}; h_{t-1}] of the step after
   const int64_t RW = R * W;
   const int64_t memory_grain = grain(d);
@@ -1016,12 +1040,18 @@ std::vector<torch::Tensor> fused_backward(
                 order.data_ptr<int32_t>(), wcontent.data_ptr<T_>(), rcontent.data_ptr<T_>(),
                 fwd.data_ptr<T_>(), bwd.data_ptr<T_>()};
     const bool* keep_p = masked ? keep.data_ptr<bool>() : nullptr;
-    const int64_t chunks = (T + d.chunk - 1) / d.chunk;
+    const auto& starts = boundaries->starts;
+    const int64_t chunks = static_cast<int64_t>(starts.size());
     for (int64_t m = chunks - 1; m >= 0; --m) {
-      const int64_t t0 = m * d.chunk, t1 = std::min(T, t0 + d.chunk);
-      recompute_chunk(t0, t1, bound_M[m].data_ptr<T_>(), bound_L[m].data_ptr<T_>(),
+      const int64_t t0 = starts[m], t1 = m + 1 < chunks ? starts[m + 1] : T;
+      // States before steps t0 .. t1 (inclusive), recomputed from the boundary.
+      auto chunk_M = torch::empty({t1 - t0 + 1, B, N, W}, opts);
+      auto chunk_L = torch::empty({t1 - t0 + 1, B, K, N, N}, opts);
+      recompute_chunk(t0, t1, boundaries->memory[m].data_ptr<T_>(), boundaries->link[m].data_ptr<T_>(),
                       xis.data_ptr<T_>(), write_w.data_ptr<T_>(), prec.data_ptr<T_>(), keep_p,
                       chunk_M.data_ptr<T_>(), chunk_L.data_ptr<T_>(), d, lay);
+      boundaries->memory[m] = torch::Tensor();  // this chunk's boundary is no longer needed
+      boundaries->link[m] = torch::Tensor();
       for (int64_t t = t1 - 1; t >= t0; --t) {
         const int64_t i = t - t0;
         T_* drp = dr.data_ptr<T_>();
@@ -1110,6 +1140,7 @@ _Pragma("omp simd")
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  pybind11::class_<Boundaries, std::shared_ptr<Boundaries>>(m, "Boundaries");
   m.def("forward", &fused_forward, "fused DNC recurrence, forward");
   m.def("backward", &fused_backward, "fused DNC recurrence, backward");
 }
