@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchdnc.dnc import DNCConfig
+from torchdnc.dnc import DNCConfig, dataclass_from_dict
 from torchdnc.tasks import TASKS, make_task
 
 # DNCConfig fields the task decides, not the user.
@@ -96,11 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {names}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "config")
 
     def fields_defining_the_model(self) -> dict[str, Any]:
         """What a resumed run must not change (names as `describe_difference` prints)."""

@@ -35,6 +35,15 @@ from torchdnc.memory import STRENGTH_ACTIVATIONS, MemoryAccess, MemoryState, tra
 IMPLEMENTATIONS = ("auto", "fused", "plain", "compile")
 
 
+def dataclass_from_dict(cls, values: dict[str, Any], what: str):
+    """``cls(**values)``, refusing unknown keys with a message listing the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; valid fields: {names}")
+    return cls(**values)
+
+
 @dataclass
 class DNCConfig:
     """Everything that defines a DNC's shape; saved with every checkpoint.
@@ -93,11 +102,7 @@ class DNCConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DNCConfig":
         """Inverse of `to_dict`; unknown keys are an error that lists the valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"DNCConfig: unknown field(s) {unknown}; valid fields: {names}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "DNCConfig")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -18,20 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from torchdnc.plots import _pyplot, save_figure
 from torchdnc.tasks.graphs import decode_triples
 from torchdnc.tasks.labelled_graph import LabelledGraph
 from torchdnc.tasks.paths import TraversalTask, london_graph, random_walk
 
 MAX_HEADS_DRAWN = 4
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @torch.no_grad()
@@ -109,9 +101,4 @@ def plot_underground_traversal(model: nn.Module, task: TraversalTask, path: Path
     axes[-1].axis("off")
     axes[-1].text(0, 1, "\n".join(rows), va="top", fontsize=7, family="monospace",
                   transform=axes[-1].transAxes)
-    figure.suptitle(title or f"Traversal on {graph.description}", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title or f"Traversal on {graph.description}", dpi=130)

@@ -20,6 +20,18 @@ def _pyplot():
     return plt
 
 
+def save_figure(figure, path: Path | str, title: str = "", dpi: int = 110) -> Path:
+    """Title, write and close a matplotlib figure; returns the path."""
+    plt = _pyplot()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
 def plot_memory(model: DNC, task, params: dict[str, Any], path: Path | str, seed: int = 0,
                 title: str = "") -> Path:
     """Run one example with the memory trace and draw what the memory did.
@@ -74,13 +86,7 @@ def plot_memory(model: DNC, task, params: dict[str, Any], path: Path | str, seed
     mode_axis.set_title("read modes, head 0", fontsize=9, loc="left")
     mode_axis.legend(fontsize=7, ncol=3, loc="upper right")
     mode_axis.set_xlabel("time step")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)
 
 
 def plot_training(records: list[dict[str, Any]], metric: str, path: Path | str,
@@ -99,13 +105,7 @@ def plot_training(records: list[dict[str, Any]], metric: str, path: Path | str,
     axes[2].step([r["step"] for r in train], [r["level"] + 1 for r in train], where="post")
     axes[2].set_ylabel("curriculum level")
     axes[2].set_xlabel("iteration")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)
 
 
 def plot_run(run_dir: Path | str, seed: int = 0, out: Path | str | None = None) -> list[Path]:

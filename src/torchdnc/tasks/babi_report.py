@@ -221,7 +221,7 @@ def plot_story(model: nn.Module, task: BabiTask, path: Path | str, split: str = 
     answer step, the target and output and the rows read with the word that
     was being input when each was written.
     """
-    from torchdnc.plots import _pyplot
+    from torchdnc.plots import _pyplot, save_figure
 
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -276,10 +276,6 @@ def plot_story(model: nn.Module, task: BabiTask, path: Path | str, split: str = 
     for tick, word in zip(axes[-2].get_xticklabels(), words):
         if word == ANSWER_TOKEN:
             tick.set_color("tab:blue")
-    figure.suptitle(title or f"bAbI task {babi_task}, {split} story {number} ({steps} steps)",
-                    fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path,
+                       title or f"bAbI task {babi_task}, {split} story {number} ({steps} steps)",
+                       dpi=100)
