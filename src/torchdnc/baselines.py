@@ -31,6 +31,10 @@ class LSTMBaseline(nn.Module):
         self.rnn = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
         self.output = nn.Linear(hidden_size, output_size)
         self.clip = clip
+        with torch.no_grad():  # forget gates start open, as in the DNC's controller
+            for layer in range(num_layers):
+                getattr(self.rnn, f"bias_ih_l{layer}")[hidden_size : 2 * hidden_size] = 1.0
+                getattr(self.rnn, f"bias_hh_l{layer}")[hidden_size : 2 * hidden_size] = 0.0
 
     def _torch_state(self, state: LSTMBaselineState | None):
         if state is None:

@@ -88,9 +88,18 @@ class LSTMController(_RecurrentController):
     the output h_t is the top layer's hidden state.
     """
 
-    def __init__(self, input_size: int, read_size: int, hidden_size: int, num_layers: int = 1) -> None:
+    def __init__(self, input_size: int, read_size: int, hidden_size: int, num_layers: int = 1,
+                 forget_bias: float = 1.0) -> None:
         super().__init__(input_size, read_size, hidden_size, num_layers)
         self.rnn = nn.LSTM(input_size + read_size, hidden_size, num_layers)
+        # Initialise the forget gates open, as DeepMind's LSTM does (it adds 1 to
+        # the forget gate's input): b_ih[f] = forget_bias, b_hh[f] = 0. Only the
+        # initial values change; the equations are PyTorch's.
+        with torch.no_grad():
+            for layer in range(num_layers):
+                _, _, bias_ih, bias_hh = self._layer(layer)
+                bias_ih[hidden_size : 2 * hidden_size] = forget_bias
+                bias_hh[hidden_size : 2 * hidden_size] = 0.0
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> LSTMState:
         zeros = self._state_tensor(batch_size, device, dtype)
