@@ -239,19 +239,19 @@ class SparseAccess:
         content_ids = self.index.search(tape.stores[memory], interface.read_keys, k)
         valid = content_ids >= 0
         content_ids = content_ids.clamp_min(0)
-        content_rows = tape.gather(memory, content_ids.view(batch, -1)).view(batch, heads, k, -1)
+        content_rows = tape.gather(memory, content_ids.reshape(batch, -1)).view(batch, heads, k, -1)
         content_weights = addressing.sparse_content_weights(
             content_rows, interface.read_keys, interface.read_strengths, valid)
         if self.links:
             read_ids, read_weights = self._mix(state, interface.read_modes, content_ids,
                                                content_weights)
-            rows = tape.gather(memory, read_ids.view(batch, -1)).view(batch, heads, k, -1)
+            rows = tape.gather(memory, read_ids.reshape(batch, -1)).view(batch, heads, k, -1)
         else:
             read_ids, read_weights, rows = content_ids, content_weights, content_rows
         reads = (read_weights.unsqueeze(-1) * rows).sum(-2)
 
-        access_ids = torch.cat([write_ids, read_ids.view(batch, -1)], dim=1)
-        read_access = read_weights.view(batch, -1)
+        access_ids = torch.cat([write_ids, read_ids.reshape(batch, -1)], dim=1)
+        read_access = read_weights.reshape(batch, -1)
         if on is not None:
             read_access = read_access * on.unsqueeze(1)
         self._update_usage(state, access_ids, torch.cat([write_values, read_access], dim=1), keep)
@@ -353,7 +353,7 @@ class SparseAccess:
         tape = self.tape
         batch, heads, k = content_ids.shape
         entries = state.link_row_ids.shape[-1]
-        previous = state.read_ids.view(batch, -1)
+        previous = state.read_ids.reshape(batch, -1)
         weight = state.read_weights.unsqueeze(-1)
 
         def follow(table: Tensor, store: int) -> tuple[Tensor, Tensor]:
