@@ -60,6 +60,9 @@ class ExactIndex:
     def prepare(self, memory: Tensor) -> None:
         """Nothing to keep in step: the exact search reads the memory itself."""
 
+    def register_empty(self, memory: Tensor) -> None:
+        """Nothing to do."""
+
     def search(self, memory: Tensor, keys: Tensor, k: int) -> Tensor:
         """Ids of the ``k`` rows of largest cosine similarity with each key.
 
@@ -135,21 +138,29 @@ class FaissIndex:
         self.probes = max(1, min(probes, self.lists))
         generator = torch.Generator().manual_seed(seed)
         centroids = torch.randn(self.lists, word_size, generator=generator)
-        self.centroids = (centroids / centroids.norm(dim=1, keepdim=True)).numpy()
+        self.quantizer = self.faiss.IndexFlatIP(word_size)  # read-only, shared by all indexes
+        self.quantizer.add((centroids / centroids.norm(dim=1, keepdim=True)).numpy())
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
 
     # -- index lifetime ----------------------------------------------------
 
     def _new_index(self):
         faiss = self.faiss
-        quantizer = faiss.IndexFlatIP(self.word_size)
-        quantizer.add(self.centroids)
-        index = faiss.IndexIVFFlat(quantizer, self.word_size, self.lists,
+        index = faiss.IndexIVFFlat(self.quantizer, self.word_size, self.lists,
                                    faiss.METRIC_INNER_PRODUCT)
         index.is_trained = True
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        index.nprobe = self.probes  # faiss keeps the quantizer alive with the index
+        index.nprobe = self.probes
         return index
+
+    def _remember(self, memory: Tensor, indexes: list) -> None:
+        self._cache[_memory_key(memory)] = _Entry(memory, indexes)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def register_empty(self, memory: Tensor) -> None:
+        """Record that ``memory`` is all zeros (a fresh state): empty indexes, O(1)."""
+        self._remember(memory, [self._new_index() for _ in range(memory.shape[0])])
 
     def _entry(self, memory: Tensor) -> _Entry | None:
         key = _memory_key(memory)
@@ -162,8 +173,9 @@ class FaissIndex:
         """Index ``memory`` unless an up-to-date index of it exists.
 
         Called once at the start of every forward call: O(1) when the memory
-        is the one this index has followed, O(N W) (all non-zero rows) for a
-        memory it has not seen or that changed outside the model.
+        is the one this index has followed (or a fresh one from
+        `register_empty`), O(N W) (all non-zero rows) for a memory it has not
+        seen or that changed outside the model.
         """
         entry = self._entry(memory)
         if entry is not None and entry.version == memory._version:
@@ -176,9 +188,7 @@ class FaissIndex:
             if len(ids):
                 index.add_with_ids(vectors.numpy(), ids.numpy())
             indexes.append(index)
-        self._cache[_memory_key(memory)] = _Entry(memory, indexes)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._remember(memory, indexes)
 
     def search(self, memory: Tensor, keys: Tensor, k: int) -> Tensor:
         """Approximate ids of the ``k`` rows nearest to each key, ``[B, R, k]``; -1 where

@@ -63,6 +63,7 @@ class Tape:
         self.tables: list[Tensor | None] = []
         self.grads: list[Tensor | None] = []
         self.tails: list[Tensor | None] = []
+        self.dtype, self.device = dtype, device
         self.token = torch.zeros((), dtype=dtype, device=device)
 
     # -- registration ----------------------------------------------------
@@ -143,7 +144,7 @@ class Tape:
         return torch.searchsorted(self.tables[handle], flat)
 
     def marker(self) -> Tensor:
-        return torch.ones((), dtype=self.token.dtype, device=self.token.device)
+        return torch.ones((), dtype=self.dtype, device=self.device)
 
 
 def _first_occurrence(ids: Tensor) -> Tensor:

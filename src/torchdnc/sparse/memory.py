@@ -208,6 +208,7 @@ class SparseAccess:
         if self.links:
             state = state._replace(link_row_values=self.tape.leave(self.rows),
                                    link_column_values=self.tape.leave(self.columns))
+        self.tape.token = None  # the graph refers to the tape; no cycle back to it
         return state
 
     def step(self, state: SparseMemoryState, interface: SparseInterface, keep: Tensor | None

@@ -233,10 +233,13 @@ class SparseDNC(nn.Module):
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
         c = self.config
+        access = SparseMemoryState.zeros(batch_size, c.memory_size, c.word_size, c.num_reads,
+                                         c.sparse_reads, c.link_entries, device, dtype)
+        if access.memory.device.type != "meta":
+            self.index.register_empty(access.memory)  # nothing to index in an empty memory
         return SparseDNCState(
             controller=self.controller.initial_state(batch_size, device, dtype),
-            access=SparseMemoryState.zeros(batch_size, c.memory_size, c.word_size, c.num_reads,
-                                           c.sparse_reads, c.link_entries, device, dtype),
+            access=access,
             read_vectors=torch.zeros(batch_size, c.num_reads, c.word_size, device=device,
                                      dtype=dtype),
         )
