@@ -46,19 +46,22 @@ def merge_duplicates(ids: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         once.
     """
     same = ids.unsqueeze(-1) == ids.unsqueeze(-2)
-    totals = (same.to(values.dtype) * values.unsqueeze(-2)).sum(-1)
-    earlier = torch.ones(same.shape[-2:], dtype=torch.bool, device=ids.device).tril(-1)
-    first = ~(same & earlier).any(-1)
-    return totals, first
+    # Position of each id's first occurrence (argmax returns the first true).
+    leader = same.to(torch.uint8).argmax(-1)
+    first = leader == torch.arange(ids.shape[-1], device=ids.device)
+    sums = torch.zeros_like(values).scatter_add(-1, leader, values)
+    return sums.gather(-1, leader), first
 
 
 def lookup(ids: Tensor, values: Tensor, query: Tensor) -> Tensor:
     """w(query) for a sparse weighting (ids ``[B, C]``, values ``[B, C]``, each id
-    once or with zero value on repeats) at slots ``query [B, ...]``."""
+    once or with zero value on repeats after the first) at slots ``query [B, ...]``."""
     batch = ids.shape[0]
     flat = query.reshape(batch, -1, 1)
-    found = (flat == ids.unsqueeze(1)).to(values.dtype) * values.unsqueeze(1)
-    return found.sum(-1).reshape(query.shape)
+    same = flat == ids.unsqueeze(1)
+    position = same.to(torch.uint8).argmax(-1)  # first match
+    found = values.gather(1, position) * same.any(-1).to(values.dtype)
+    return found.reshape(query.shape)
 
 
 def top_weights(ids: Tensor, values: Tensor, k: int) -> tuple[Tensor, Tensor]:
