@@ -126,17 +126,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                     step_s=done - allocated, extra_rss_mb=extra,
                     graph_bytes=sum(saved.values()) + journal)
 
-    first = run(count_graph=True)
+    first = run()
     runs = [run() for _ in range(spec["repeats"])]
     median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Last: the hooks' saved tensors can keep this run's graph (and state)
+    # alive a little longer than usual, which must not show in the peak RSS.
+    graph = run(count_graph=True)
     return dict(
         forward_ms_per_step=1000 * median["forward_s"] / steps,
         step_ms_per_step=1000 * median["step_s"] / steps,
         step_ms_runs=[1000 * r["step_s"] / steps for r in runs],
         reset_s=median["reset_s"], first_step_ms=1000 * first["step_s"] / steps,
-        graph_kb_per_step=first["graph_bytes"] / steps / 1024,
+        graph_kb_per_step=graph["graph_bytes"] / steps / 1024,
         extra_rss_mb_per_step=median["extra_rss_mb"] / steps,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb,
         threads=torch.get_num_threads(), torch=torch.__version__,
     )
 
@@ -186,9 +190,10 @@ def plot(results: list[dict[str, Any]], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    figure, axes = plt.subplots(1, 4, figsize=(19, 4.5))
     panels = [("step_ms_per_step", "forward + backward per step (ms)"),
-              ("graph_kb_per_step", "kept for backward per step (KB)"),
+              ("graph_kb_per_step", "saved for backward per step (KB)"),
+              ("extra_rss_mb_per_step", "RSS growth in fwd + bwd per step (MB)"),
               ("peak_rss_mb", "peak RSS (MB)")]
     for axis, (key, label) in zip(axes, panels):
         for model in dict.fromkeys(r["model"] for r in results):
@@ -229,7 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write a log-log plot here (png, pdf, svg)")
+    parser.add_argument("--replot", metavar="JSON",
+                        help="only redraw --plot (and the table) from an earlier --json file")
     args = parser.parse_args(argv)
+    if args.replot:
+        results = json.load(open(args.replot))
+        print(table(results))
+        if args.plot:
+            first = results[0]
+            plot(results, args.plot, f"B={first['batch']}, T={first['steps']}, W={first['word']}, "
+                                     f"R={first['reads']}, K={first['sparse_reads']}, "
+                                     f"{first['threads']} thread(s)")
+        return 0
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))), flush=True)
         return 0
