@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -444,3 +446,5 @@ def test_faiss_model_runs_chunks_like_one_pass():
         parts.append(y)
     assert_same(torch.cat(parts, 1), whole)
     assert_same(state, whole_state)
+    copied = copy.deepcopy(model)  # the index's cache is rebuilt, not copied
+    assert_same(copied(x)[0], whole)

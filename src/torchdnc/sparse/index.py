@@ -132,6 +132,7 @@ class FaissIndex:
 
     def __init__(self, word_size: int, memory_size: int, lists: int = 0, probes: int = 8,
                  seed: int = 0) -> None:
+        self._arguments = (word_size, memory_size, lists, probes, seed)
         self.faiss = _import_faiss()
         self.word_size = word_size
         self.lists = lists or max(1, round(math.sqrt(memory_size)))
@@ -141,6 +142,13 @@ class FaissIndex:
         self.quantizer = self.faiss.IndexFlatIP(word_size)  # read-only, shared by all indexes
         self.quantizer.add((centroids / centroids.norm(dim=1, keepdim=True)).numpy())
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+
+    def __getstate__(self) -> tuple:
+        """Pickle (and `copy.deepcopy`) the settings only; the indexes are a cache."""
+        return self._arguments
+
+    def __setstate__(self, arguments: tuple) -> None:
+        self.__init__(*arguments)
 
     # -- index lifetime ----------------------------------------------------
 
