@@ -12,7 +12,8 @@ over ``--repeats`` runs after one warm-up run, divided by T. Memory:
   without the parameters, plus the sparse journal's row ids), per step;
 - ``extra RSS``: growth of the peak resident set during forward + backward
   above the resident set with the state allocated (Linux ``clear_refs``),
-  per step;
+  for the whole sequence: transient buffers of the search and one-off
+  allocations, which do not grow with T;
 - ``peak RSS``: of the whole process.
 
 Models: ``dense`` (`torchdnc.DNC`, implementation "auto": the fused C++
@@ -139,7 +140,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         step_ms_runs=[1000 * r["step_s"] / steps for r in runs],
         reset_s=median["reset_s"], first_step_ms=1000 * first["step_s"] / steps,
         graph_kb_per_step=graph["graph_bytes"] / steps / 1024,
-        extra_rss_mb_per_step=median["extra_rss_mb"] / steps,
+        extra_rss_mb=median["extra_rss_mb"],
         peak_rss_mb=peak_rss_mb,
         threads=torch.get_num_threads(), torch=torch.__version__,
     )
@@ -171,7 +172,7 @@ def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| model | N | fwd+bwd ms/step | fwd ms/step | reset s | graph KB/step | "
-             "extra RSS MB/step | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+             "extra RSS MB | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         head = f"| {r['model']} | {r['memory_size']:,} |"
         if "error" in r:
@@ -180,7 +181,7 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{head} {r['step_ms_per_step']:.2f} | {r['forward_ms_per_step']:.2f} | "
             f"{r['reset_s']:.2f} | {r['graph_kb_per_step']:.1f} | "
-            f"{r['extra_rss_mb_per_step']:.2f} | {r['peak_rss_mb']:.0f} |")
+            f"{r['extra_rss_mb']:.1f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -193,7 +194,7 @@ def plot(results: list[dict[str, Any]], path: str, title: str) -> None:
     figure, axes = plt.subplots(1, 4, figsize=(19, 4.5))
     panels = [("step_ms_per_step", "forward + backward per step (ms)"),
               ("graph_kb_per_step", "saved for backward per step (KB)"),
-              ("extra_rss_mb_per_step", "RSS growth in fwd + bwd per step (MB)"),
+              ("extra_rss_mb", "RSS growth in fwd + bwd (MB)"),
               ("peak_rss_mb", "peak RSS (MB)")]
     for axis, (key, label) in zip(axes, panels):
         for model in dict.fromkeys(r["model"] for r in results):
