@@ -11,7 +11,10 @@ sub-linear time. Two backends with one interface:
   made.
 - `FaissIndex` (``"faiss"``): an inverted-file index (faiss ``IndexIVFFlat``,
   inner product on rows scaled to unit length) per batch element, imported
-  lazily (``pip install torchdnc[ann]``, i.e. ``faiss-cpu``).
+  lazily (``pip install torchdnc[ann]``, i.e. ``faiss-cpu``). It lives in host
+  memory: with CUDA tensors, keys and written rows go through the host every
+  step. Accuracy and cost are set by ``lists`` and ``probes``: the lists
+  probed per key hold about probes / lists of the indexed rows.
 
 Keeping the approximate index in step with the memory: the coarse quantizer
 is fixed at construction (``lists`` random unit vectors, seeded, independent
