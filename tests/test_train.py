@@ -257,3 +257,18 @@ def test_traversal_trains_evaluates_per_query_length_and_plots(tmp_path, capsys)
     assert (tmp_path / "plots" / "memory.png").exists()
     if london_available():
         assert (tmp_path / "plots" / "underground.png").exists()
+
+
+def test_sparse_model_trains_through_the_same_loop(tmp_path):
+    config = tiny_config(iterations=3, model="sparse")
+    config = TrainConfig.from_dict({**config.to_dict(), "sparse": {"sparse_reads": 2,
+                                                                   "link_entries": 3}})
+    train(config, tmp_path)
+    from torchdnc.sparse import SparseDNC
+    from torchdnc.train import load_trained
+
+    _, _, model, payload = load_trained(tmp_path)
+    assert isinstance(model, SparseDNC) and payload["step"] == 3
+    assert model.config.link_entries == 3
+    with pytest.raises(ValueError, match=r"sparse: unknown field\(s\) \['reads'\]"):
+        TrainConfig.from_dict({**config.to_dict(), "sparse": {"reads": 2}})

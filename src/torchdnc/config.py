@@ -22,7 +22,7 @@ from torchdnc.tasks import TASKS, make_task
 
 # DNCConfig fields the task decides, not the user.
 TASK_DECIDES = ("input_size", "output_size", "batch_first")
-MODELS = ("dnc", "lstm")
+MODELS = ("dnc", "lstm", "sparse")
 OPTIMIZERS = ("rmsprop", "adam")
 
 
@@ -33,6 +33,14 @@ def _dnc_defaults() -> dict[str, Any]:
     return values
 
 
+def _sparse_defaults() -> dict[str, Any]:
+    """The sparse model's own options (those the dense DNCConfig does not have)."""
+    from torchdnc.sparse import SparseDNCConfig
+
+    dense = set(DNCConfig().to_dict())
+    return {k: v for k, v in SparseDNCConfig().to_dict().items() if k not in dense}
+
+
 @dataclass
 class TrainConfig:
     """Everything one training run needs; saved as ``config.json`` in the run."""
@@ -40,8 +48,9 @@ class TrainConfig:
     task: str = "copy"
     task_options: dict[str, Any] = field(default_factory=dict)
     preset: str = "default"
-    model: str = "dnc"  # "dnc", or "lstm" for the LSTM baseline
+    model: str = "dnc"  # "dnc", "sparse" (SAM / SDNC), or "lstm" for the LSTM baseline
     dnc: dict[str, Any] = field(default_factory=_dnc_defaults)
+    sparse: dict[str, Any] = field(default_factory=dict)  # model="sparse": SparseDNCConfig options
     lstm_hidden_size: int = 0  # LSTM baseline width; 0 matches the DNC's parameter count
     optimizer: str = "rmsprop"  # paper: RMSProp, lr 1e-4, momentum 0.9
     lr: float = 1e-4
@@ -83,6 +92,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"dnc: unknown field(s) {unknown}; valid fields: {sorted(_dnc_defaults())}")
         self.dnc = {**_dnc_defaults(), **self.dnc}
+        unknown = sorted(set(self.sparse) - set(_sparse_defaults()))
+        if unknown:
+            raise ValueError(f"sparse: unknown field(s) {unknown}; valid fields: "
+                             f"{sorted(_sparse_defaults())}")
         make_task(self.task, self.task_options)  # validates the options
 
     def make_task(self):
@@ -102,6 +115,7 @@ class TrainConfig:
         """What a resumed run must not change (names as `describe_difference` prints)."""
         values = {"task": self.task, "model": self.model, "lstm_hidden_size": self.lstm_hidden_size}
         values.update({f"dnc.{k}": v for k, v in self.dnc.items()})
+        values.update({f"sparse.{k}": v for k, v in self.sparse.items()})
         values.update({f"task.{k}": v for k, v in self.make_task().options().items()})
         return values
 
@@ -237,13 +251,17 @@ def _convert(name: str, text: Any, example: Any) -> Any:
 def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Apply ``{name: value}`` overrides to a `TrainConfig` dict, converting types."""
     values = json.loads(json.dumps(values))
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"dnc", "task_options"}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"dnc", "task_options",
+                                                                          "sparse"}
+    sparse_defaults = _sparse_defaults()
     defaults = TrainConfig(task=values.get("task", "copy")).to_dict()
     task_defaults = make_task(values.get("task", "copy")).options()
     for raw_name, raw_value in overrides.items():
         name = raw_name.lstrip("-").replace("-", "_")
         if name.startswith("dnc."):
             section, key = "dnc", name[4:]
+        elif name.startswith("sparse."):
+            section, key = "sparse", name[7:]
         elif name.startswith("task."):
             section, key = "task_options", name[5:]
         elif name in train_fields:
@@ -260,9 +278,12 @@ def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[s
             values["dnc"][key] = _convert(raw_name, raw_value, defaults["dnc"][key])
         elif section == "task_options" and key in task_defaults:
             values["task_options"][key] = _convert(raw_name, raw_value, task_defaults[key])
+        elif section == "sparse" and key in sparse_defaults:
+            values["sparse"][key] = _convert(raw_name, raw_value, sparse_defaults[key])
         else:
             choices = (sorted(train_fields) + [f"dnc.{k}" for k in defaults["dnc"]]
-                       + [f"task.{k}" for k in task_defaults])
+                       + [f"task.{k}" for k in task_defaults]
+                       + [f"sparse.{k}" for k in sparse_defaults])
             hint = (" (input_size, output_size and batch_first follow from the task)"
                     if key in TASK_DECIDES else "")
             raise ValueError(f"unknown option {raw_name!r}{hint}; valid options: {', '.join(choices)}")
@@ -305,8 +326,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config file {path}: expected a mapping of option names to values")
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("dnc", "task_options") and isinstance(value, dict):
-            prefix = "dnc." if key == "dnc" else "task."
+        if key in ("dnc", "task_options", "sparse") and isinstance(value, dict):
+            prefix = {"dnc": "dnc.", "task_options": "task.", "sparse": "sparse."}[key]
             flat.update({prefix + k: v for k, v in value.items()})
         else:
             flat[key] = value

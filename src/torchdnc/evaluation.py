@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torchdnc.dnc import DNC
 from torchdnc.train import eval_generator, evaluate, load_trained, resolve_device
 
 EVAL_SEED_OFFSET = 7_919  # keeps `eval` data apart from the curriculum's eval batches
@@ -34,7 +33,7 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
     settings = {f"training ({_describe(levels[-1])})": levels[-1]}
     settings.update({f"{name} ({_describe(p)})": p for name, p in task.generalisation().items()})
     models: list[tuple[int | None, Any]] = [(None, model)]
-    if isinstance(model, DNC):
+    if hasattr(model, "with_memory_size"):  # DNC and SparseDNC: weights independent of N
         trained_n = model.config.memory_size
         larger = memory_size or 4 * trained_n
         models = [(trained_n, model)]

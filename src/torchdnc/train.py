@@ -48,6 +48,10 @@ def build_model(config: TrainConfig, task: Task) -> nn.Module:
     dnc_config = config.dnc_config(task)
     if config.model == "dnc":
         return DNC(dnc_config)
+    if config.model == "sparse":
+        from torchdnc.sparse import SparseDNC, SparseDNCConfig
+
+        return SparseDNC(SparseDNCConfig.from_dense(dnc_config, **config.sparse))
     hidden = config.lstm_hidden_size or lstm_hidden_for_parameters(
         task.input_size, task.output_size, sum(p.numel() for p in DNC(dnc_config).parameters()))
     return LSTMBaseline(task.input_size, task.output_size, hidden, clip=dnc_config.clip)
