@@ -117,7 +117,7 @@ template <typename T> struct Parsed {
 
 // Dot product. Long vectors use several independent partial sums, so that the
 // additions are not one serial dependency chain; short ones one vector sum.
-template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
+template <typename T> inline __attribute__((always_inline)) T dot(const T* a, const T* b, int64_t n) {
   constexpr int64_t kWidth = 4 * 64 / static_cast<int64_t>(sizeof(T));  // four AVX-512 registers
   int64_t i = 0;
   T s = 0;
@@ -263,15 +263,17 @@ template <typename T> struct Saved {
 // link update, from the stored write weights, erase / write vectors and
 // precedence. Used in the forward pass and to recompute a chunk in backward.
 template <typename T>
-__attribute__((noinline)) void write_memory(T* memory, const T* ww, const T* erase, const T* values, const Dims& d) {
+__attribute__((noinline)) void write_memory(const T* memory_in, T* memory, const T* ww,
+                                           const T* erase, const T* values, const Dims& d) {
   const int64_t N = d.N, W = d.W, K = d.K;
   std::vector<T> keep(W), add(W);
   for (int64_t n = 0; n < N; ++n) {
+    const T* in = memory_in + n * W;
     T* row = memory + n * W;
     if (K == 1) {
       const T wn = ww[n];
-_Pragma("omp simd")
-      for (int64_t w = 0; w < W; ++w) row[w] = row[w] * (T(1) - wn * erase[w]) + wn * values[w];
+      _Pragma("omp simd")
+      for (int64_t w = 0; w < W; ++w) row[w] = in[w] * (T(1) - wn * erase[w]) + wn * values[w];
       continue;
     }
     std::fill(keep.begin(), keep.end(), T(1));
@@ -282,25 +284,28 @@ _Pragma("omp simd")
       const T* v = values + k * W;
       T* kp = keep.data();
       T* ap = add.data();
-_Pragma("omp simd")
+      _Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) {
         kp[w] = kp[w] * (T(1) - wkn * e[w]);
         ap[w] += wkn * v[w];
       }
     }
-_Pragma("omp simd")
-    for (int64_t w = 0; w < W; ++w) row[w] = row[w] * keep[w] + add[w];
+    _Pragma("omp simd")
+    for (int64_t w = 0; w < W; ++w) row[w] = in[w] * keep[w] + add[w];
   }
 }
 
+// L_t = (1 - w_i - w_j) L_{t-1} + w_i p_j with a zero diagonal; link_in may be link.
 template <typename T>
-__attribute__((noinline)) void update_link(T* link, const T* precedence, const T* ww, int64_t N) {
+__attribute__((noinline)) void update_link(const T* link_in, T* link, const T* precedence,
+                                          const T* ww, int64_t N) {
   for (int64_t i = 0; i < N; ++i) {
+    const T* in = link_in + i * N;
     T* row = link + i * N;
     const T wi = ww[i];
     const T a = T(1) - wi;
-_Pragma("omp simd")
-    for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * row[j] + wi * precedence[j];
+    _Pragma("omp simd")
+    for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * in[j] + wi * precedence[j];
     row[i] = 0;
   }
 }
@@ -412,7 +417,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
       ww_new[k * N + n] = gw * (ga * alloc[k * N + n] + (T(1) - ga) * wcontent[k * N + n]);
   }
   // 4. erase then write.
-  write_memory(M, ww_new, P.erase, P.write_vectors, d);
+  write_memory(M, M, ww_new, P.erase, P.write_vectors, d);
   // 5 + 7. links from the PREVIOUS precedence (then precedence), with the forward
   // and backward weights from the NEW links and the PREVIOUS read weights; the
   // read content on the NEW memory (6) does not depend on them.
@@ -648,32 +653,36 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
 
 namespace {
 
-// Recompute M_t and L_t for the steps [t0, t1) of a chunk from its boundary.
-// mem[i] / link[i] hold the state BEFORE step t0 + i (i = 0 .. t1 - t0).
+// Recompute M_t and L_t for the steps [t0, t1) of a chunk. mem[i] / link[i]
+// hold the states BEFORE step t0 + i for i = 0 .. t1 - t0; slot 0 is the
+// chunk's boundary, the others are filled here.
 template <typename T>
-void recompute_chunk(int64_t t0, int64_t t1, const T* bound_M, const T* bound_L, const T* xis,
-                     const T* write_w, const T* prec, const bool* keep, T* mem, T* link,
+void recompute_chunk(int64_t t0, int64_t t1, const T* xis, const T* write_w, const T* prec,
+                     const bool* keep, const std::vector<T*>& mem, const std::vector<T*>& link,
                      const Dims& d, const Layout& lay) {
   const int64_t B = d.B, N = d.N, W = d.W, K = d.K, I = d.I;
   const int64_t msz = N * W, lsz = K * N * N;
   at::parallel_for(0, B, grain(d), [&](int64_t b0, int64_t b1) {
     std::vector<T> erase(K * W);
     for (int64_t b = b0; b < b1; ++b) {
-      std::copy(bound_M + b * msz, bound_M + (b + 1) * msz, mem + b * msz);
-      std::copy(bound_L + b * lsz, bound_L + (b + 1) * lsz, link + b * lsz);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t i = t - t0;
-        T* Mnext = mem + ((i + 1) * B + b) * msz;
-        T* Lnext = link + ((i + 1) * B + b) * lsz;
-        std::copy(mem + (i * B + b) * msz, mem + (i * B + b + 1) * msz, Mnext);
-        std::copy(link + (i * B + b) * lsz, link + (i * B + b + 1) * lsz, Lnext);
-        if (keep != nullptr && !keep[b * d.T + t]) continue;
+        const T* Mprev = mem[i] + b * msz;
+        const T* Lprev = link[i] + b * lsz;
+        T* Mnext = mem[i + 1] + b * msz;
+        T* Lnext = link[i + 1] + b * lsz;
+        if (keep != nullptr && !keep[b * d.T + t]) {
+          std::copy(Mprev, Mprev + msz, Mnext);
+          std::copy(Lprev, Lprev + lsz, Lnext);
+          continue;
+        }
         const T* xi = xis + (t * B + b) * I;
         for (int64_t j = 0; j < K * W; ++j) erase[j] = sigmoid(xi[lay.erase + j]);
         const T* ww = write_w + ((t + 1) * B + b) * K * N;
-        write_memory(Mnext, ww, erase.data(), xi + lay.write_vectors, d);
+        write_memory(Mprev, Mnext, ww, erase.data(), xi + lay.write_vectors, d);
         const T* p = prec + (t * B + b) * K * N;
-        for (int64_t k = 0; k < K; ++k) update_link(Lnext + k * N * N, p + k * N, ww + k * N, N);
+        for (int64_t k = 0; k < K; ++k)
+          update_link(Lprev + k * N * N, Lnext + k * N * N, p + k * N, ww + k * N, N);
       }
     }
   });
@@ -1042,16 +1051,28 @@ std::vector<torch::Tensor> fused_backward(
     const bool* keep_p = masked ? keep.data_ptr<bool>() : nullptr;
     const auto& starts = boundaries->starts;
     const int64_t chunks = static_cast<int64_t>(starts.size());
+    std::vector<torch::Tensor> pool_M, pool_L;
     for (int64_t m = chunks - 1; m >= 0; --m) {
       const int64_t t0 = starts[m], t1 = m + 1 < chunks ? starts[m + 1] : T;
-      // States before steps t0 .. t1 (inclusive), recomputed from the boundary.
-      auto chunk_M = torch::empty({t1 - t0 + 1, B, N, W}, opts);
-      auto chunk_L = torch::empty({t1 - t0 + 1, B, K, N, N}, opts);
-      recompute_chunk(t0, t1, boundaries->memory[m].data_ptr<T_>(), boundaries->link[m].data_ptr<T_>(),
-                      xis.data_ptr<T_>(), write_w.data_ptr<T_>(), prec.data_ptr<T_>(), keep_p,
-                      chunk_M.data_ptr<T_>(), chunk_L.data_ptr<T_>(), d, lay);
-      boundaries->memory[m] = torch::Tensor();  // this chunk's boundary is no longer needed
+      // States before steps t0 .. t1: slot 0 is the boundary, the rest come from
+      // a pool of buffers that released boundaries and earlier chunks return to,
+      // so the pass allocates (and page-faults) almost nothing new.
+      std::vector<torch::Tensor> mem_slots{boundaries->memory[m]}, link_slots{boundaries->link[m]};
+      while (static_cast<int64_t>(mem_slots.size()) < t1 - t0 + 1) {
+        if (pool_M.empty()) {
+          pool_M.push_back(torch::empty({B, N, W}, opts));
+          pool_L.push_back(torch::empty({B, K, N, N}, opts));
+        }
+        mem_slots.push_back(pool_M.back()); pool_M.pop_back();
+        link_slots.push_back(pool_L.back()); pool_L.pop_back();
+      }
+      boundaries->memory[m] = torch::Tensor();
       boundaries->link[m] = torch::Tensor();
+      std::vector<T_*> mem_ptrs, link_ptrs;
+      for (auto& slot : mem_slots) mem_ptrs.push_back(slot.data_ptr<T_>());
+      for (auto& slot : link_slots) link_ptrs.push_back(slot.data_ptr<T_>());
+      recompute_chunk(t0, t1, xis.data_ptr<T_>(), write_w.data_ptr<T_>(), prec.data_ptr<T_>(),
+                      keep_p, mem_ptrs, link_ptrs, d, lay);
       for (int64_t t = t1 - 1; t >= t0; --t) {
         const int64_t i = t - t0;
         T_* drp = dr.data_ptr<T_>();
@@ -1063,10 +1084,10 @@ std::vector<torch::Tensor> fused_backward(
         T_* dMp = dM.data_ptr<T_>(); T_* dup = du.data_ptr<T_>(); T_* dLp = dL.data_ptr<T_>();
         T_* dpp = dp.data_ptr<T_>(); T_* dwrp = dwr.data_ptr<T_>(); T_* dwwp = dww.data_ptr<T_>();
         const T_* xip = xis.data_ptr<T_>() + t * B * d.I;
-        const T_* Mprev = chunk_M.data_ptr<T_>() + i * B * N * W;
-        const T_* Mt = Mprev + B * N * W;
-        const T_* Lprev = chunk_L.data_ptr<T_>() + i * B * K * N * N;
-        const T_* Lt = Lprev + B * K * N * N;
+        const T_* Mprev = mem_ptrs[i];
+        const T_* Mt = mem_ptrs[i + 1];
+        const T_* Lprev = link_ptrs[i];
+        const T_* Lt = link_ptrs[i + 1];
         at::parallel_for(0, B, memory_grain, [&](int64_t b0, int64_t b1) {
           Workspace<T_> ws;
           for (int64_t b = b0; b < b1; ++b) {
@@ -1127,6 +1148,8 @@ _Pragma("omp simd")
         // [r_{t-1}; h_{t-1}] fed the gates; added to dr, dh at the next iteration.
         at::mm_out(dinp, dZ[t], w_cat);
       }
+      for (auto& slot : mem_slots) pool_M.push_back(slot);
+      for (auto& slot : link_slots) pool_L.push_back(slot);
     }
     dr.add_(dinp.narrow(1, 0, RW).reshape({B, R, W}));
     dh.add_(dinp.narrow(1, RW, H));
