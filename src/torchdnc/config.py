@@ -166,8 +166,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # bAbI task 1 on 2 CPU cores.
         "quick": {
             "task.tasks": "1", "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16,
-            "dnc.num_reads": 2, "optimizer": "adam", "lr": 3e-3, "batch_size": 16,
-            "iterations": 3000, "curriculum": False, "eval_interval": 100, "eval_batches": 8,
+            "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3, "batch_size": 16,
+            "iterations": 10000, "curriculum": False, "eval_interval": 250, "eval_batches": 8,
             "checkpoint_interval": 500, "solved_threshold": 0.02,
         },
     },
