@@ -130,10 +130,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "eval_interval": 100, "eval_batches": 4, "curriculum_threshold": 1.0,
             "solved_threshold": 0.05, "checkpoint_interval": 500,
         },
-        "full": {
+        "full": {  # solved: under 0.02 wrong bits per sequence on 256 fresh sequences
             "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 1,
             "optimizer": "adam", "lr": 1e-3, "batch_size": 16, "iterations": 20000,
-            "curriculum_threshold": 1.0, "solved_threshold": 0.05,
+            "curriculum_threshold": 1.0, "solved_threshold": 0.02, "eval_batches": 16,
         },
     },
     "repeat_copy": {
