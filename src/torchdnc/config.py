@@ -140,15 +140,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "default": {},
         "full": {
             "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 1,
-            "optimizer": "adam", "lr": 1e-3, "iterations": 20000,
+            "optimizer": "adam", "lr": 1e-3, "iterations": 60000, "eval_batches": 8,
             "curriculum_threshold": 1.0, "solved_threshold": 0.1,
         },
     },
     "associative_recall": {
         "default": {},
         "full": {
-            "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 2,
-            "optimizer": "adam", "lr": 1e-3, "iterations": 20000,
+            "dnc.hidden_size": 128, "dnc.memory_size": 48, "dnc.word_size": 16, "dnc.num_reads": 2,
+            "optimizer": "adam", "lr": 1e-3, "iterations": 60000, "eval_batches": 8,
             "curriculum_threshold": 1.0, "solved_threshold": 0.1,
         },
     },
