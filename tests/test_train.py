@@ -117,6 +117,12 @@ def test_solved_threshold_stops_early(tmp_path):
     assert result["solved"] and result["step"] == 8
 
 
+def test_solved_needs_patience_evaluations_in_a_row(tmp_path):
+    result = train(tiny_config(iterations=100, curriculum_threshold=1e9, solved_threshold=1e9,
+                               solved_patience=2), tmp_path)
+    assert result["solved"] and result["step"] == 12  # level up at 4, passes at 8 and 12
+
+
 def test_sigterm_saves_a_checkpoint_then_resume(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torchdnc", "train", "copy", "--out", str(run),

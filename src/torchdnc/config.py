@@ -63,6 +63,7 @@ class TrainConfig:
     curriculum: bool = True
     curriculum_threshold: float = 0.5  # raise the level when the eval metric is at most this
     solved_threshold: float = 0.0  # stop when the eval metric at the last level is at most this
+    solved_patience: int = 1  # ... in this many evaluations in a row
     eval_interval: int = 250
     eval_batches: int = 4
     checkpoint_interval: int = 1000
@@ -80,7 +81,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("batch_size", "iterations", "eval_interval", "eval_batches",
-                     "checkpoint_interval", "log_interval"):
+                     "checkpoint_interval", "log_interval", "solved_patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -134,6 +135,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 1,
             "optimizer": "adam", "lr": 1e-3, "batch_size": 16, "iterations": 20000,
             "curriculum_threshold": 1.0, "solved_threshold": 0.02, "eval_batches": 16,
+            "solved_patience": 3,
         },
     },
     "repeat_copy": {
@@ -141,7 +143,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 1,
             "optimizer": "adam", "lr": 1e-3, "iterations": 60000, "eval_batches": 8,
-            "curriculum_threshold": 1.0, "solved_threshold": 0.1,
+            "curriculum_threshold": 1.0, "solved_threshold": 0.1, "solved_patience": 3,
         },
     },
     "associative_recall": {
@@ -149,7 +151,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "dnc.hidden_size": 128, "dnc.memory_size": 48, "dnc.word_size": 16, "dnc.num_reads": 2,
             "optimizer": "adam", "lr": 1e-3, "iterations": 60000, "eval_batches": 8,
-            "curriculum_threshold": 1.0, "solved_threshold": 0.1,
+            "curriculum_threshold": 1.0, "solved_threshold": 0.1, "solved_patience": 3,
         },
     },
     "babi": {

@@ -252,6 +252,7 @@ class Progress:
     step: int = 0
     level: int = 0
     solved: bool = False
+    passes: int = 0  # evaluations in a row at or below solved_threshold at the last level
     window: dict[str, float] = field(default_factory=dict)  # sums since the last log line
     last_eval: dict[str, float] = field(default_factory=dict)
 
@@ -438,10 +439,12 @@ def _evaluate_and_advance(model, task, levels, config, progress, device, logger)
         logger.message(f"step {progress.step}: {task.primary_metric} {metric:.3g} <= "
                        f"{config.curriculum_threshold} -> level {progress.level + 1}/{len(levels)} "
                        f"({', '.join(f'{k}={v}' for k, v in levels[progress.level].items())})")
-    elif last and config.solved_threshold > 0 and metric <= config.solved_threshold:
-        progress.solved = True
-        logger.message(f"step {progress.step}: solved ({task.primary_metric} {metric:.3g} <= "
-                       f"{config.solved_threshold})")
+    elif last and config.solved_threshold > 0:
+        progress.passes = progress.passes + 1 if metric <= config.solved_threshold else 0
+        if progress.passes >= config.solved_patience:
+            progress.solved = True
+            logger.message(f"step {progress.step}: solved ({task.primary_metric} {metric:.3g} <= "
+                           f"{config.solved_threshold}, {progress.passes} evaluation(s) in a row)")
 
 
 def _truncate_metrics(run_dir: Path, step: int, ddp: Distributed) -> None:
