@@ -184,9 +184,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "eval_interval": 1000, "eval_batches": 50,
         },
         "quick": {
-            "task.lessons": 3, "dnc.hidden_size": 128, "dnc.memory_size": 48,
+            "task.lessons": 4, "dnc.hidden_size": 128, "dnc.memory_size": 48,
             "dnc.word_size": 32, "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3,
-            "batch_size": 16, "iterations": 6000, "eval_interval": 250,
+            "batch_size": 16, "iterations": 30000, "eval_interval": 250, "eval_batches": 8,
             "curriculum_threshold": 0.1,
         },
     },
