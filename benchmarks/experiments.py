@@ -2,6 +2,7 @@
 
     python benchmarks/experiments.py run copy-quick copy-full ...   # train + eval
     python benchmarks/experiments.py table                        # Markdown from runs/
+    python benchmarks/experiments.py lessons traversal-quick      # curriculum, lesson by lesson
 
 Each experiment is one `torchdnc train` command (with its seed) followed by
 `torchdnc eval`; the table is read back from the run directories
@@ -107,6 +108,39 @@ def table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def lessons(name: str) -> str:
+    """Curriculum progress of one run from its validation records: per lesson,
+    the evaluations made there, the best and last validation result, and the step
+    at which the lesson was passed."""
+    run_dir = RUNS / name
+    records = _records(run_dir)
+    if not records:
+        return f"{name}: not run"
+    report_path = run_dir / "eval.json"
+    metric = (json.loads(report_path.read_text()).get("primary_metric")
+              if report_path.exists() else None) or "loss"
+    start = next(r for r in records if r["kind"] == "start")
+    settings = [part.split(": ", 1)[-1] for part in start.get("curriculum", "").split("; ")]
+    passed = {r["level"] - 1: r["step"] for r in records if r["kind"] == "level"}
+    end = [r for r in records if r["kind"] == "end"][-1:]
+    lines = [f"`{command(name)}`", "",
+             f"| lesson | setting | evaluations | best {metric} | last {metric} | passed at step |",
+             "|---|---|---|---|---|---|"]
+    levels = sorted({r["level"] for r in records if r["kind"] == "eval"})
+    for level in levels:
+        values = [r[metric] for r in records if r["kind"] == "eval" and r["level"] == level]
+        setting = settings[level] if level < len(settings) else ""
+        if level in passed:
+            status = str(passed[level])
+        elif end and end[0].get("solved"):
+            status = f"{end[0]['step']} (solved)"
+        else:
+            status = "not passed"
+        lines.append(f"| {level + 1} | {setting} | {len(values)} | {min(values):.3f} | "
+                     f"{values[-1]:.3f} | {status} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -115,6 +149,8 @@ def main() -> int:
     run_parser.add_argument("--force", action="store_true", help="rerun existing runs")
     table_parser = sub.add_parser("table", help="print the results table")
     table_parser.add_argument("names", nargs="*")
+    lessons_parser = sub.add_parser("lessons", help="print a run's curriculum progress")
+    lessons_parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     names = args.names or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -122,6 +158,8 @@ def main() -> int:
         parser.error(f"unknown experiment(s) {unknown}; valid: {list(EXPERIMENTS)}")
     if args.action == "run":
         run(names, args.force)
+    elif args.action == "lessons":
+        print("\n\n".join(lessons(name) for name in names))
     else:
         print(table(names))
     return 0
