@@ -428,6 +428,9 @@ def test_a_model_trains_and_is_evaluated_on_the_graph_tasks(tmp_path):
     assert sum(r["total"] for r in report["rows"]) == len(TINY.nodes) * (len(TINY.nodes) - 1) - \
         sum(1 for s in TINY.nodes for d, n in TINY.distances_from(s).items() if n > 2)
     assert "Paper: 55.3" in to_markdown(report)
+    sample = evaluate_shortest_path(model, ShortestPathTask(), graph=TINY, max_length=2, max_pairs=3)
+    assert sample["queries"] == 3
+    assert "a random sample of 3 of the map's" in to_markdown(sample)
     report = evaluate_inference(model, InferenceTask(), lengths=(4,))
     assert report["queries"] >= 20 and report["paper"]["accuracy"] == 81.8
 

@@ -257,8 +257,10 @@ def test_traversal_trains_evaluates_per_query_length_and_plots(tmp_path, capsys)
     assert main(["eval", str(tmp_path), "--batches", "1", "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "| setting | N | sequence_error | triple_error | digit_error | loss |" in out
-    if london_available():
+    if london_available():  # tested on the paper-sized map and on the whole network
         assert "| query length | right | total | accuracy |" in out
+        assert "traversal test on zone-1 interchange map: 40 stations" in out
+        assert "traversal test on full network: 302 stations" in out
     assert main(["plot", str(tmp_path)]) == 0
     assert (tmp_path / "plots" / "memory.png").exists()
     if london_available():

@@ -54,8 +54,14 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
 
     if isinstance(task, GraphTask):  # the paper's test per query length (free-running paths)
         from torchdnc.graph_evaluation import evaluate_graph_run
+        from torchdnc.tasks.paths import london_available
 
         report["graph_test"] = evaluate_graph_run(run_dir, device=device, seed=seed)
+        if config.task in ("traversal", "shortest_path") and london_available(task.london_dir):
+            # the paper-sized zone-1 map and the whole network, whichever is not the default
+            other = "full" if task.test_map == "zone1" else "zone1"
+            report["graph_test_other_map"] = evaluate_graph_run(run_dir, device=device, seed=seed,
+                                                                london_map=other)
     return report
 
 
@@ -85,6 +91,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         from torchdnc.graph_evaluation import to_markdown as graph_markdown
 
         text += "\n" + graph_markdown(report["graph_test"])
+        if "graph_test_other_map" in report:
+            text += "\n" + graph_markdown(report["graph_test_other_map"])
     return text
 
 

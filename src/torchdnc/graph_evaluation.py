@@ -175,11 +175,22 @@ def evaluate_traversal(model: nn.Module, task: TraversalTask, graph: LabelledGra
 
 def evaluate_shortest_path(model: nn.Module, task: ShortestPathTask, graph: LabelledGraph | None = None,
                            min_length: int = 1, max_length: int = 4, batch_size: int = 50,
-                           seed: int = 0, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Every pair min_length to max_length steps apart, free-running and teacher-forced."""
+                           seed: int = 0, device: torch.device | str = "cpu",
+                           max_pairs: int | None = None) -> dict[str, Any]:
+    """Every pair min_length to max_length steps apart, free-running and teacher-forced.
+
+    With ``max_pairs``, a seeded random sample of that many pairs when there are
+    more (the report says so); the zone-1 map's pairs are always all tested.
+    """
     graph = graph or london_graph(task.test_map, task.london_dir)
     pairs = [p for found in pairs_at_distance(graph, min_length, max_length).values() for p in found]
     generator = torch.Generator().manual_seed(seed)
+    extra: dict[str, Any] = {}
+    if max_pairs is not None and len(pairs) > max_pairs:
+        chosen = torch.randperm(len(pairs), generator=generator)[:max_pairs].tolist()
+        extra["excluded_queries"] = (f"a random sample of {max_pairs} of the map's {len(pairs)} "
+                                     f"pairs {min_length}-{max_length} steps apart")
+        pairs = [pairs[i] for i in sorted(chosen)]
     table: dict[int, list[int]] = {}
     for chunk in _chunks(pairs, batch_size):
         walked = rollout_shortest_path(model, task, graph, chunk, generator, device)
@@ -190,7 +201,8 @@ def evaluate_shortest_path(model: nn.Module, task: ShortestPathTask, graph: Labe
     forced = accuracy_per_length(model, task, (task.batch_for(graph, chunk, generator)
                                                for chunk in _chunks(pairs, batch_size)), device)
     return _report("shortest_path", graph.description, table,
-                   teacher_forced=[{"length": n, "right": r, "total": t} for n, (r, t) in sorted(forced.items())])
+                   teacher_forced=[{"length": n, "right": r, "total": t} for n, (r, t) in sorted(forced.items())],
+                   **extra)
 
 
 def evaluate_inference(model: nn.Module, task: InferenceTask, graph: LabelledGraph | None = None,
@@ -210,9 +222,17 @@ def evaluate_inference(model: nn.Module, task: InferenceTask, graph: LabelledGra
                    excluded_queries=f"{ambiguous} (person, relation) pairs with several answers left out")
 
 
+# Shortest-path pairs tested on the full network (it has thousands within 4 steps).
+FULL_MAP_MAX_PAIRS = 1000
+
+
 def evaluate_graph_run(run_dir: Path | str, device: str = "cpu", seed: int = 0,
-                       **options: Any) -> dict[str, Any]:
-    """Load a trained run and apply the test of its task (options go to that test)."""
+                       london_map: str | None = None, **options: Any) -> dict[str, Any]:
+    """Load a trained run and apply the test of its task (options go to that test).
+
+    ``london_map`` ("zone1" or "full") picks the Underground map of the traversal
+    and shortest-path tests; by default the run's ``test_map``.
+    """
     from torchdnc.train import load_trained
 
     config, task, model, payload = load_trained(run_dir, device)
@@ -220,6 +240,13 @@ def evaluate_graph_run(run_dir: Path | str, device: str = "cpu", seed: int = 0,
              "inference": evaluate_inference}
     if config.task not in tests:
         raise ValueError(f"{run_dir}: task {config.task!r} is not a graph task ({sorted(tests)})")
+    if london_map is not None:
+        if config.task == "inference":
+            raise ValueError(f"london_map: the inference test uses a family tree, not a map; "
+                             f"got london_map={london_map!r}")
+        options["graph"] = london_graph(london_map, task.london_dir)
+        if config.task == "shortest_path" and london_map == "full":
+            options.setdefault("max_pairs", FULL_MAP_MAX_PAIRS)
     report = tests[config.task](model, task, seed=seed, device=device, **options)
     report.update(run=str(run_dir), step=payload["step"],
                   level=payload["progress"]["level"] + 1, levels=len(task.levels()))
