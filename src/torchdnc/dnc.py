@@ -153,12 +153,95 @@ def map_state(fn, *states):
     return type(first)(*(map_state(fn, *parts) for parts in zip(*states)))
 
 
-class DNC(nn.Module):
+class RecurrentMemoryModel(nn.Module):
+    """What the dense and the sparse DNC share: ``nn.LSTM``-style layout
+    handling, input and state checks, and `step`.
+
+    Subclasses set ``config`` (with ``input_size`` and ``batch_first``), an
+    ``output`` layer (its weight fixes the default device and dtype), the
+    ``state_type`` of their state and ``initial_state``.
+    """
+
+    state_type: type = tuple
+
+    @property
+    def batch_first(self) -> bool:
+        return self.config.batch_first
+
+    def _device_and_dtype(self, batch_size: int, device, dtype) -> tuple[Any, Any]:
+        """Check an initial state's batch size; the module's device and dtype unless given."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        weight = self.output.weight
+        return (weight.device if device is None else device,
+                weight.dtype if dtype is None else dtype)
+
+    def _check_inputs(self, x: Tensor, state, mask) -> None:
+        c = self.config
+        layout = "[batch, time, input_size]" if c.batch_first else "[time, batch, input_size]"
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != c.input_size:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"x: expected a 3-D tensor {layout} with input_size={c.input_size} "
+                f"(batch_first={c.batch_first}), got {shape}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(x.shape[:2]):
+                shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+                what = "[batch, time]" if c.batch_first else "[time, batch]"
+                raise ValueError(f"mask: expected shape {what} = {tuple(x.shape[:2])}, got {shape}")
+        if state is not None:
+            batch = x.shape[0] if c.batch_first else x.shape[1]
+            self._check_state(state, batch)
+
+    def _check_state(self, state, batch_size: int) -> None:
+        if not isinstance(state, self.state_type):
+            raise ValueError(f"state: expected a {self.state_type.__name__}, "
+                             f"got {type(state).__name__}")
+        expected = self.initial_state(batch_size, device="meta")
+        paths = _state_paths(expected)
+        try:
+            actual = [t for _, t in _state_paths(state)]
+        except TypeError as error:
+            raise ValueError(f"state: does not match this model's structure ({error})") from None
+        if len(actual) != len(paths):
+            raise ValueError(
+                f"state: expected {len(paths)} tensors for controller={self.config.controller!r}, "
+                f"got {len(actual)}"
+            )
+        for (name, want), have in zip(paths, actual):
+            if not isinstance(have, Tensor) or tuple(have.shape) != tuple(want.shape):
+                shape = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
+                raise ValueError(
+                    f"state.{name}: expected shape {tuple(want.shape)} for batch size "
+                    f"{batch_size} and this model's configuration, got {shape}"
+                )
+
+    def step(self, x_t: Tensor, state=None):
+        """One time step, ``x_t [B, input_size] -> y_t [B, output_size]``.
+
+        Gives exactly what `forward` gives at that step (for RL and decoding).
+        """
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
+            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(
+                f"x_t: expected a 2-D tensor [batch, input_size={self.config.input_size}], got {shape}"
+            )
+        time_axis = 1 if self.config.batch_first else 0
+        y, state = self(x_t.unsqueeze(time_axis), state)
+        return y.squeeze(time_axis), state
+
+
+class DNC(RecurrentMemoryModel):
     """Differentiable Neural Computer (Graves et al. 2016), multi-write-head.
 
     Build it from a `DNCConfig` or from the config's fields as keywords:
     ``DNC(input_size=8, output_size=8, memory_size=32)``.
     """
+
+    state_type = DNCState
 
     def __init__(self, config: DNCConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -176,10 +259,6 @@ class DNC(nn.Module):
             config.num_writes, config.strength_activation,
         )
         self.output = nn.Linear(config.hidden_size + read_size, config.output_size)
-
-    @property
-    def batch_first(self) -> bool:
-        return self.config.batch_first
 
     def extra_repr(self) -> str:
         c = self.config
@@ -203,11 +282,7 @@ class DNC(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> DNCState:
         """All-zero state on the module's device and dtype unless given."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-        weight = self.output.weight
-        device = weight.device if device is None else device
-        dtype = weight.dtype if dtype is None else dtype
+        device, dtype = self._device_and_dtype(batch_size, device, dtype)
         c = self.config
         return DNCState(
             controller=self.controller.initial_state(batch_size, device, dtype),
@@ -215,50 +290,6 @@ class DNC(nn.Module):
                                      c.num_writes, device=device, dtype=dtype),
             read_vectors=torch.zeros(batch_size, c.num_reads, c.word_size, device=device, dtype=dtype),
         )
-
-    # -- input checks -----------------------------------------------------
-
-    def _check_inputs(self, x: Tensor, state, mask) -> None:
-        c = self.config
-        layout = "[batch, time, input_size]" if c.batch_first else "[time, batch, input_size]"
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != c.input_size:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"x: expected a 3-D tensor {layout} with input_size={c.input_size} "
-                f"(batch_first={c.batch_first}), got {shape}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
-        if mask is not None:
-            if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(x.shape[:2]):
-                shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-                what = "[batch, time]" if c.batch_first else "[time, batch]"
-                raise ValueError(f"mask: expected shape {what} = {tuple(x.shape[:2])}, got {shape}")
-        if state is not None:
-            batch = x.shape[0] if c.batch_first else x.shape[1]
-            self._check_state(state, batch)
-
-    def _check_state(self, state, batch_size: int) -> None:
-        if not isinstance(state, DNCState):
-            raise ValueError(f"state: expected a DNCState, got {type(state).__name__}")
-        expected = self.initial_state(batch_size, device="meta")
-        paths = _state_paths(expected)
-        try:
-            actual = [t for _, t in _state_paths(state)]
-        except TypeError as error:
-            raise ValueError(f"state: does not match this DNC's structure ({error})") from None
-        if len(actual) != len(paths):
-            raise ValueError(
-                f"state: expected {len(paths)} tensors for controller={self.config.controller!r}, "
-                f"got {len(actual)}"
-            )
-        for (name, want), have in zip(paths, actual):
-            if not isinstance(have, Tensor) or tuple(have.shape) != tuple(want.shape):
-                shape = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
-                raise ValueError(
-                    f"state.{name}: expected shape {tuple(want.shape)} for batch size "
-                    f"{batch_size} and this DNC's configuration, got {shape}"
-                )
 
     # -- running ----------------------------------------------------------
 
@@ -366,20 +397,6 @@ class DNC(nn.Module):
             new_memory = map_state(carry, new_memory, memory_state)
             new_reads = carry(new_reads, reads)
         return hidden, new_controller, new_memory, new_reads, (new_memory, interface, step_trace)
-
-    def step(self, x_t: Tensor, state: DNCState | None = None) -> tuple[Tensor, DNCState]:
-        """One time step, ``x_t [B, input_size] -> y_t [B, output_size]``.
-
-        Gives exactly what `forward` gives at that step (for RL and decoding).
-        """
-        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(
-                f"x_t: expected a 2-D tensor [batch, input_size={self.config.input_size}], got {shape}"
-            )
-        time_axis = 1 if self.config.batch_first else 0
-        y, state = self(x_t.unsqueeze(time_axis), state)
-        return y.squeeze(time_axis), state
 
 
 _COMPILED: dict[int, Any] = {}

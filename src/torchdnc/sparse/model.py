@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from torchdnc.controller import CONTROLLERS, make_controller
-from torchdnc.dnc import DNCConfig, _state_paths, map_state
+from torchdnc.dnc import DNCConfig, RecurrentMemoryModel, map_state
 from torchdnc.memory import STRENGTH_ACTIVATIONS
 from torchdnc.sparse.addressing import USAGE_KINDS, densify
 from torchdnc.sparse.index import INDEXES, make_index
@@ -181,12 +181,14 @@ class SparseDNCTrace(NamedTuple):
         return densify(ids, weights, memory_size)
 
 
-class SparseDNC(nn.Module):
+class SparseDNC(RecurrentMemoryModel):
     """Sparse Access Memory (Rae et al. 2016) with the DNC's controller; with
     ``link_entries > 0`` the Sparse DNC (SDNC).
 
     Build it from a `SparseDNCConfig` or from its fields as keywords.
     """
+
+    state_type = SparseDNCState
 
     def __init__(self, config: SparseDNCConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -208,10 +210,6 @@ class SparseDNC(nn.Module):
         options = {"lists": c.index_lists, "probes": c.index_probes} if c.index == "faiss" else {}
         return make_index(c.index, c.word_size, c.memory_size, **options)
 
-    @property
-    def batch_first(self) -> bool:
-        return self.config.batch_first
-
     def extra_repr(self) -> str:
         c = self.config
         return (f"N={c.memory_size}, W={c.word_size}, R={c.num_reads}, K={c.sparse_reads}, "
@@ -227,11 +225,7 @@ class SparseDNC(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None,
                       dtype: torch.dtype | None = None) -> SparseDNCState:
         """Empty memory, zero controller state, on the module's device and dtype unless given."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-        weight = self.output.weight
-        device = weight.device if device is None else device
-        dtype = weight.dtype if dtype is None else dtype
+        device, dtype = self._device_and_dtype(batch_size, device, dtype)
         c = self.config
         access = SparseMemoryState.zeros(batch_size, c.memory_size, c.word_size, c.num_reads,
                                          c.sparse_reads, c.link_entries, device, dtype)
@@ -243,39 +237,6 @@ class SparseDNC(nn.Module):
             read_vectors=torch.zeros(batch_size, c.num_reads, c.word_size, device=device,
                                      dtype=dtype),
         )
-
-    # -- input checks -------------------------------------------------------------
-
-    def _check_inputs(self, x: Tensor, state, mask) -> None:
-        c = self.config
-        layout = "[batch, time, input_size]" if c.batch_first else "[time, batch, input_size]"
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != c.input_size:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x: expected a 3-D tensor {layout} with input_size={c.input_size} "
-                             f"(batch_first={c.batch_first}), got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
-        if mask is not None and (not isinstance(mask, Tensor)
-                                 or tuple(mask.shape) != tuple(x.shape[:2])):
-            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {shape}")
-        if state is None:
-            return
-        if not isinstance(state, SparseDNCState):
-            raise ValueError(f"state: expected a SparseDNCState, got {type(state).__name__}")
-        batch = x.shape[0] if c.batch_first else x.shape[1]
-        expected = _state_paths(self.initial_state(batch, device="meta"))
-        try:
-            actual = [t for _, t in _state_paths(state)]
-        except TypeError as error:
-            raise ValueError(f"state: does not match this model's structure ({error})") from None
-        if len(actual) != len(expected):
-            raise ValueError(f"state: expected {len(expected)} tensors, got {len(actual)}")
-        for (name, want), have in zip(expected, actual):
-            if not isinstance(have, Tensor) or tuple(have.shape) != tuple(want.shape):
-                shape = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
-                raise ValueError(f"state.{name}: expected shape {tuple(want.shape)} for batch "
-                                 f"size {batch} and this configuration, got {shape}")
 
     # -- running --------------------------------------------------------------------
 
@@ -338,17 +299,6 @@ class SparseDNC(nn.Module):
         if return_trace:
             return y, new_state, _stack_trace(traces)
         return y, new_state
-
-    def step(self, x_t: Tensor, state: SparseDNCState | None = None
-             ) -> tuple[Tensor, SparseDNCState]:
-        """One time step, ``x_t [B, input_size] -> y_t [B, output_size]``."""
-        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(f"x_t: expected a 2-D tensor [batch, input_size="
-                             f"{self.config.input_size}], got {shape}")
-        time_axis = 1 if self.config.batch_first else 0
-        y, state = self(x_t.unsqueeze(time_axis), state)
-        return y.squeeze(time_axis), state
 
 
 def _stack_trace(traces: list) -> SparseDNCTrace:
