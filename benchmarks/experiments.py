@@ -123,7 +123,7 @@ def lessons(name: str) -> str:
     settings = [part.split(": ", 1)[-1] for part in start.get("curriculum", "").split("; ")]
     passed = {r["level"] - 1: r["step"] for r in records if r["kind"] == "level"}
     end = [r for r in records if r["kind"] == "end"][-1:]
-    lines = [f"`{command(name)}`", "",
+    lines = [f"`{command(name)}`" if name in EXPERIMENTS else f"`{run_dir}`", "",
              f"| lesson | setting | evaluations | best {metric} | last {metric} | passed at step |",
              "|---|---|---|---|---|---|"]
     levels = sorted({r["level"] for r in records if r["kind"] == "eval"})
@@ -154,6 +154,12 @@ def main() -> int:
     args = parser.parse_args()
     names = args.names or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
+    if args.action == "lessons":  # any run directory under runs/ will do
+        missing = [str(RUNS / n / "metrics.jsonl") for n in names
+                   if not (RUNS / n / "metrics.jsonl").exists()]
+        if missing:
+            parser.error(f"no such run record(s): {missing}")
+        unknown = []
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; valid: {list(EXPERIMENTS)}")
     if args.action == "run":
