@@ -73,17 +73,20 @@ def _records(run_dir: Path) -> list[dict]:
 
 
 def table(names: list[str]) -> str:
-    lines = ["| experiment | command | iterations | wall time | solved | result at training "
-             "difficulty | beyond training (N) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | command | iterations | wall time | curriculum level | solved | "
+             "result at training difficulty | beyond training (N: memory slots) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in names:
         run_dir = RUNS / name
         records = _records(run_dir)
         ends = [r for r in records if r["kind"] == "end"]
         if not ends:
-            lines.append(f"| {name} | `{command(name)}` | not run | | | | |")
+            lines.append(f"| {name} | `{command(name)}` | not run | | | | | |")
             continue
         seconds = sum(r["seconds"] for r in ends)
         end = ends[-1]
+        start = next(r for r in records if r["kind"] == "start")
+        levels = len(start.get("curriculum", "").split("; ")) if start.get("curriculum") else 1
         report_path = run_dir / "eval.json"
         result, beyond = "", ""
         if report_path.exists():
@@ -98,13 +101,17 @@ def table(names: list[str]) -> str:
                     return text + "".join(f", {k} {row[k]:.2%}" for k in extra)
 
                 result = describe(rows[0])
-                beyond = "; ".join(f"{r['setting'].split(' (')[0]} (N={r['memory_size']}): "
-                                   f"{describe(r)}" for r in rows[1:])
+                def where(row):
+                    name = row["setting"].split(" (")[0]
+                    return name if row["memory_size"] is None else f"{name} (N={row['memory_size']})"
+
+                beyond = "; ".join(f"{where(r)}: {describe(r)}" for r in rows[1:])
             elif "per_task" in report:
                 per_task = report["per_task"]
                 result = f"mean question error {per_task['mean_error_percent']:.1f}%"
         lines.append(f"| {name} | `{command(name)}` | {end['step']} | {seconds / 60:.1f} min | "
-                     f"{'yes' if end.get('solved') else 'no'} | {result} | {beyond} |")
+                     f"{end.get('level', 0) + 1}/{levels} | {'yes' if end.get('solved') else 'no'} | "
+                     f"{result} | {beyond} |")
     return "\n".join(lines)
 
 
