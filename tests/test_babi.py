@@ -349,6 +349,43 @@ def test_training_loop_evaluation_runs_on_the_task(varied_root):
     assert torch.isfinite(task.loss(y, half))
 
 
+def test_augment_renames_people_and_places_consistently_across_story_and_answers(fake_root):
+    plain = BabiTask(tasks="1", data_dir=str(fake_root), valid_fraction=0.0)
+    task = BabiTask(tasks="1", data_dir=str(fake_root), valid_fraction=0.0, augment=True)
+    words = task.vocabulary.words
+    people_f, people_m = {"mary", "sandra"}, {"daniel", "john"}
+    places = {"bathroom", "garden", "hallway", "kitchen"}
+    assert [sorted(words[i] for i in ids.tolist()) for ids in task.interchangeable_ids()[1]] == \
+        [sorted(people_m), sorted(people_f), sorted(places)]
+    renamed = False
+    for seed in range(20):
+        batch = task.sample(2, torch.Generator().manual_seed(seed))
+        original = plain.make_batch("train", batch.info["story"])
+        assert torch.equal(batch.mask, original.mask) and torch.equal(batch.loss_mask, original.loss_mask)
+        for row in range(2):
+            valid = batch.mask[row]
+            seen = batch.inputs[row, valid].argmax(-1).tolist()
+            was = original.inputs[row, valid].argmax(-1).tolist()
+            answers = batch.targets[row][batch.loss_mask[row] > 0].argmax(-1).tolist()
+            answers_were = original.targets[row][original.loss_mask[row] > 0].argmax(-1).tolist()
+            word_map: dict[int, int] = {}
+            for old, new in zip(was + answers_were, seen + answers):
+                assert word_map.setdefault(old, new) == new  # one map for story and answers
+            assert len(set(word_map.values())) == len(word_map)  # a renaming, not a merge
+            for old, new in word_map.items():
+                same_class = [c for c in (people_f, people_m, places) if words[old] in c]
+                assert (old == new) if not same_class else words[new] in same_class[0]
+                renamed |= old != new
+    assert renamed
+    # Seeded like every draw, and validation data are never renamed.
+    first = task.sample(2, torch.Generator().manual_seed(3))
+    assert torch.equal(first.inputs, task.sample(2, torch.Generator().manual_seed(3)).inputs)
+    assert torch.equal(next(task.validation_batches(2, torch.Generator(), split="test")).inputs,
+                       next(plain.validation_batches(2, torch.Generator(), split="test")).inputs)
+    with pytest.raises(ValueError, match="babi.augment"):
+        BabiTask(augment="yes")
+
+
 def test_options_are_checked_without_reading_data():
     assert parse_task_selection("all") == tuple(range(1, 21))
     assert parse_task_selection("3, 1,3") == (1, 3)

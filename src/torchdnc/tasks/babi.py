@@ -36,6 +36,16 @@ from torchdnc.tasks.base import Batch, Task
 
 SPLITS = ("train", "valid", "test")
 
+# Words that only name something and may be swapped for one another without
+# changing what a story means: people (within gender, since the pronoun tasks
+# refer back by "he" and "she") and places. Used by ``augment``.
+INTERCHANGEABLE = (
+    ("antoine", "bernhard", "bill", "brian", "daniel", "fred", "greg", "jason", "jeff", "john",
+     "julius", "sumit", "yann"),
+    ("emily", "gertrude", "jessica", "julie", "lily", "mary", "sandra", "winona"),
+    ("bathroom", "bedroom", "cinema", "garden", "hallway", "kitchen", "office", "park", "school"),
+)
+
 
 def parse_task_selection(text: str) -> tuple[int, ...]:
     """``"all"`` or comma-separated task numbers (``"1,2,3"``) -> sorted task numbers."""
@@ -130,6 +140,11 @@ class BabiTask(Task):
         split_seed: seeds the held-out choice, independently of training seeds.
         bucket_size: training stories per length bucket; a batch comes from one
             bucket, so padding stays small (see `padding_fraction`).
+        augment: not in the paper, off by default. Each training story gets its
+            own random renaming of people (within gender) and places among those
+            its bAbI task uses (`INTERCHANGEABLE`), applied to the whole story
+            and its answers alike: the story means the same, but a small model
+            can no longer memorise the training stories (see `augmented`).
 
     Metrics: ``questions``, ``questions_wrong`` and ``question_error`` (the
     primary metric, the paper's question error rate). They are sums over
@@ -149,13 +164,15 @@ class BabiTask(Task):
     valid_fraction: float = 0.1
     split_seed: int = 0
     bucket_size: int = 256
+    augment: bool = False
 
     def __post_init__(self) -> None:
         parse_task_selection(self.tasks)
         if not isinstance(self.data_dir, str):
             raise ValueError(f"babi.data_dir: expected a path as text, got {self.data_dir!r}")
-        if not isinstance(self.ten_k, bool):
-            raise ValueError(f"babi.ten_k: expected True or False, got {self.ten_k!r}")
+        for name in ("ten_k", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"babi.{name}: expected True or False, got {getattr(self, name)!r}")
         fraction = self.valid_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
             raise ValueError(f"babi.valid_fraction: expected a number in [0, 1), got {fraction!r}")
@@ -206,7 +223,10 @@ class BabiTask(Task):
         """
         stories = self.data.splits[split]
         indices = torch.as_tensor(indices, dtype=torch.long)
-        tokens, targets, question_index, valid = stories.padded(indices)
+        return self._batch(stories, indices, *stories.padded(indices))
+
+    def _batch(self, stories: EncodedStories, indices: Tensor, tokens: Tensor, targets: Tensor,
+               question_index: Tensor, valid: Tensor) -> Batch:
         size = len(self.data.vocabulary)
         inputs = F.one_hot(tokens.clamp(min=0), size).float() * valid.unsqueeze(-1)
         scored = targets >= 0
@@ -230,7 +250,44 @@ class BabiTask(Task):
             chosen = bucket[torch.randperm(len(bucket), generator=generator)[:batch_size]]
         else:
             chosen = bucket[torch.randint(len(bucket), (batch_size,), generator=generator)]
+        if self.augment:
+            return self.augmented(chosen, generator)
         return self.make_batch("train", chosen)
+
+    def interchangeable_ids(self) -> dict[int, list[Tensor]]:
+        """bAbI task -> groups of word ids (`INTERCHANGEABLE`) used in its training stories."""
+        if getattr(self, "_groups", None) is None:
+            stories, index = self.data.splits["train"], self.data.vocabulary.index
+            groups: dict[int, list[Tensor]] = {}
+            for babi_task in sorted(set(stories.tasks.tolist())):
+                spans = [(int(stories.offsets[i]), int(stories.offsets[i + 1]))
+                         for i in torch.nonzero(stories.tasks == babi_task).flatten().tolist()]
+                used = set(torch.cat([stories.tokens[a:b] for a, b in spans]).tolist())
+                used |= set(torch.cat([stories.targets[a:b] for a, b in spans]).tolist())
+                found = [torch.tensor(sorted(index[w] for w in group if index.get(w) in used))
+                         for group in INTERCHANGEABLE]
+                groups[babi_task] = [ids for ids in found if len(ids) > 1]
+            self._groups = groups
+        return self._groups
+
+    def augmented(self, indices: Tensor, generator: torch.Generator) -> Batch:
+        """Training stories ``indices``, each with its own renaming (``augment``).
+
+        Every interchangeable group of the story's task is permuted at random
+        (by ``generator``), and the same word map is applied to the inputs and
+        the answers.
+        """
+        stories = self.data.splits["train"]
+        tokens, targets, question_index, valid = stories.padded(indices)
+        groups = self.interchangeable_ids()
+        size = len(self.data.vocabulary)
+        maps = torch.arange(size).repeat(len(indices), 1)
+        for row, babi_task in enumerate(stories.tasks[indices].tolist()):
+            for ids in groups.get(babi_task, ()):
+                maps[row, ids] = ids[torch.randperm(len(ids), generator=generator)]
+        tokens = torch.where(valid, maps.gather(1, tokens.clamp(min=0)), tokens)
+        targets = torch.where(targets >= 0, maps.gather(1, targets.clamp(min=0)), targets)
+        return self._batch(stories, indices, tokens, targets, question_index, valid)
 
     def validation_batches(self, batch_size: int, generator: torch.Generator,
                            batches: int | None = 0, split: str = "valid") -> Iterator[Batch]:
