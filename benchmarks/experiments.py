@@ -26,7 +26,7 @@ EXPERIMENTS: dict[str, str] = {
     "copy-quick": "copy --preset quick --seed=0",
     "copy-full": "copy --preset full --seed=0",
     "copy-full-lstm": "copy --preset full --model=lstm --seed=0",
-    "repeat_copy-full": "repeat_copy --preset full --seed=0",
+    "repeat_copy-full": "repeat_copy --preset full --seed=0 --threads=1",
     "associative_recall-full": "associative_recall --preset full --seed=0",
     "associative_recall-full-lstm": "associative_recall --preset full --model=lstm --seed=0",
     "priority_sort-full": "priority_sort --preset full --seed=0",
