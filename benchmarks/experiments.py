@@ -30,9 +30,9 @@ EXPERIMENTS: dict[str, str] = {
     "associative_recall-full": "associative_recall --preset full --seed=0",
     "associative_recall-full-lstm": "associative_recall --preset full --model=lstm --seed=0",
     "priority_sort-full": "priority_sort --preset full --seed=0",
-    "babi-quick": "babi --preset quick --seed=0",
-    "babi-quick-lstm": "babi --preset quick --model=lstm --seed=0",
-    "babi-subset": "babi --preset quick --tasks=1,4,15,16 --seed=0",
+    "babi-quick": "babi --preset quick --seed=0 --threads=1",
+    "babi-quick-lstm": "babi --preset quick --model=lstm --seed=0 --threads=1",
+    "babi-subset": "babi --preset quick --tasks=1,4,15,16 --seed=0 --threads=1",
     "traversal-quick": "traversal --preset quick --seed=0",
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0",
 }

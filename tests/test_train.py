@@ -123,6 +123,47 @@ def test_solved_needs_patience_evaluations_in_a_row(tmp_path):
     assert result["solved"] and result["step"] == 12  # level up at 4, passes at 8 and 12
 
 
+def scripted_evaluations(monkeypatch, values):
+    """Make the loop's evaluations return ``values`` (bits per sequence) in turn."""
+    import torchdnc.train as train_module
+
+    results = iter(values)
+    monkeypatch.setattr(train_module, "evaluate",
+                        lambda *args, **kwargs: {"bits_per_sequence": next(results), "loss": 1.0})
+
+
+def test_keep_best_saves_the_best_validation_weights_and_eval_uses_them(tmp_path, monkeypatch,
+                                                                        capsys):
+    # curriculum_threshold 1e9: level 2 (the last) from step 4; evals at 4, 8, ..., 20
+    scripted_evaluations(monkeypatch, [5.0, 3.0, 1.0, 2.0, 4.0])
+    train(tiny_config(iterations=20, curriculum_threshold=1e9, keep_best=True), tmp_path)
+    best = checkpoint.load(tmp_path / checkpoint.BEST)
+    assert best["step"] == 12 and best["progress"]["best"] == 1.0
+    assert checkpoint.load(tmp_path / checkpoint.CHECKPOINT)["step"] == 20
+    end = [r for r in read_metrics(tmp_path) if r["kind"] == "end"][-1]
+    assert (end["best"], end["best_step"], end["stopped_early"]) == (1.0, 12, False)
+    monkeypatch.undo()
+    assert main(["eval", str(tmp_path), "--batches", "1", "--batch-size", "4"]) == 0
+    assert "step 12, the best validation result" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path), "--batches", "1", "--batch-size", "4", "--last"]) == 0
+    out = capsys.readouterr().out
+    assert "step 20," in out and "best validation" not in out
+
+
+def test_early_stop_after_patience_evaluations_without_improvement(tmp_path, monkeypatch):
+    # Level 1 is not counted (its evaluations are on easier data): the 9.0 at step 4
+    # raises the level; at the last level 2.0 (step 8) is best, 3.0 and 2.0 do not beat it.
+    scripted_evaluations(monkeypatch, [9.0, 2.0, 3.0, 2.0, 0.5])
+    result = train(tiny_config(iterations=100, curriculum_threshold=1e9, early_stop_patience=2),
+                   tmp_path)
+    assert result["step"] == 16
+    assert not (tmp_path / checkpoint.BEST).exists()  # keep_best is off
+    end = [r for r in read_metrics(tmp_path) if r["kind"] == "end"][-1]
+    assert end["stopped_early"] and end["best_step"] == 8
+    with pytest.raises(ValueError, match="early_stop_patience: expected an integer >= 0, got -1"):
+        tiny_config(early_stop_patience=-1)
+
+
 def test_sigterm_saves_a_checkpoint_then_resume(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torchdnc", "train", "copy", "--out", str(run),

@@ -16,6 +16,7 @@ import torch
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+BEST = "best.pt"  # the weights with the best validation result (``keep_best``)
 FORMAT = 1
 REQUIRED = ("format", "model", "optimizer", "step", "config")
 
@@ -24,16 +25,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupted or of the wrong kind."""
 
 
-def save(run_dir: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` atomically as ``run_dir/checkpoint.pt``."""
+def save(run_dir: Path, payload: dict[str, Any], name: str = CHECKPOINT) -> Path:
+    """Write ``payload`` atomically as ``run_dir/name`` (the training checkpoint,
+    whose previous version is kept, by default; or `BEST`)."""
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
-    temporary = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
+    path = run_dir / name
+    temporary = run_dir / f".{name}.{os.getpid()}.tmp"
     with open(temporary, "wb") as handle:
         torch.save({"format": FORMAT, **payload}, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    if path.exists():
+    if path.exists() and name == CHECKPOINT:
         os.replace(path, run_dir / PREVIOUS)
     os.replace(temporary, path)
     return path

@@ -59,7 +59,8 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
     from torchdnc.evaluation import evaluate_run, to_markdown, write_report
 
     report = evaluate_run(args.run_dir, batches=args.batches, batch_size=args.batch_size,
-                          memory_size=args.memory_size, seed=args.seed, device=args.device)
+                          memory_size=args.memory_size, seed=args.seed, device=args.device,
+                          which="last" if args.last else "best")
     print(to_markdown(report), end="")
     written = write_report(args.run_dir, report)
     print("written: " + ", ".join(str(path) for path in written))
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the larger memory N to test with (default 4x training N)")
     evaluate.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    evaluate.add_argument("--last", action="store_true",
+                          help="evaluate the last checkpoint, not best.pt (the best validation "
+                               "result, kept by runs with keep_best)")
     evaluate.set_defaults(run=_eval)
 
     plot = commands.add_parser("plot", help="write a run's figures as PNG")

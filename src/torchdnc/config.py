@@ -64,6 +64,8 @@ class TrainConfig:
     curriculum_threshold: float = 0.5  # raise the level when the eval metric is at most this
     solved_threshold: float = 0.0  # stop when the eval metric at the last level is at most this
     solved_patience: int = 1  # ... in this many evaluations in a row
+    keep_best: bool = False  # also save best.pt whenever the eval metric at the last level improves
+    early_stop_patience: int = 0  # stop after this many evaluations without improvement; 0: never
     eval_interval: int = 250
     eval_batches: int = 4
     checkpoint_interval: int = 1000
@@ -85,6 +87,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if isinstance(self.early_stop_patience, bool) or not isinstance(self.early_stop_patience, int) \
+                or self.early_stop_patience < 0:
+            raise ValueError(f"early_stop_patience: expected an integer >= 0, got {self.early_stop_patience!r}")
         if not self.lr > 0:
             raise ValueError(f"lr: expected a number > 0, got {self.lr!r}")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
@@ -164,13 +169,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "dnc.num_reads": 4, "dnc.num_writes": 1, "optimizer": "rmsprop", "lr": 1e-4,
             "momentum": 0.9, "batch_size": 16, "iterations": 100000, "curriculum": False,
             "eval_interval": 1000, "eval_batches": 25, "checkpoint_interval": 1000,
+            "keep_best": True, "early_stop_patience": 20,
         },
-        # bAbI task 1 on 2 CPU cores.
+        # bAbI task 1 on 2 CPU cores. Without renaming (task.augment) this small
+        # DNC memorises the 1,800 training stories and stalls near 50% error; with
+        # it, validation error sits near 45% for some 20,000 iterations before it
+        # falls, so no early stop here (a patience would end the run on the plateau).
         "quick": {
-            "task.tasks": "1", "dnc.hidden_size": 64, "dnc.memory_size": 32, "dnc.word_size": 16,
-            "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3, "batch_size": 16,
-            "iterations": 10000, "curriculum": False, "eval_interval": 250, "eval_batches": 8,
-            "checkpoint_interval": 500, "solved_threshold": 0.02,
+            "task.tasks": "1", "task.augment": True, "dnc.hidden_size": 64,
+            "dnc.memory_size": 32, "dnc.word_size": 16, "dnc.num_reads": 2, "optimizer": "adam",
+            "lr": 1e-3, "batch_size": 16, "iterations": 50000, "curriculum": False,
+            "eval_interval": 250, "eval_batches": 8, "checkpoint_interval": 500,
+            "solved_threshold": 0.02, "solved_patience": 2, "keep_best": True,
         },
     },
     # Graph tasks (Methods and Extended Data Tables 2-5). Lessons pass at 90% of

@@ -13,13 +13,14 @@ EVAL_SEED_OFFSET = 7_919  # keeps `eval` data apart from the curriculum's eval b
 
 def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
                  memory_size: int | None = None, seed: int = 0,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", which: str = "best") -> dict[str, Any]:
     """Evaluate a run at its training difficulty and at each harder setting.
 
     A DNC is evaluated with its training memory size N and with
     ``memory_size`` slots (default 4 N): the weights do not depend on N.
+    ``which`` checkpoint: "best" (``best.pt`` where the run kept one) or "last".
     """
-    config, task, model, payload = load_trained(run_dir, device)
+    config, task, model, payload = load_trained(run_dir, device, which)
     torch_device = resolve_device(device)
     from torchdnc.tasks.babi import BabiTask
 
@@ -28,7 +29,7 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
 
         report = evaluate_per_task(model, task, "test", batch_size, model_name=config.model)
         return {"run": str(run_dir), "task": config.task, "model": config.model,
-                "step": payload["step"], "per_task": report}
+                "step": payload["step"], "checkpoint": payload["loaded_from"], "per_task": report}
     levels = task.levels()
     settings = {f"training ({_describe(levels[-1])})": levels[-1]}
     settings.update({f"{name} ({_describe(p)})": p for name, p in task.generalisation().items()})
@@ -46,7 +47,8 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
             metrics = evaluate(candidate, task, params, batches, batch_size, generator, torch_device)
             rows.append({"setting": name, "memory_size": n, **metrics})
     report = {"run": str(run_dir), "task": config.task, "model": config.model,
-            "step": payload["step"], "level": payload["progress"]["level"] + 1,
+            "step": payload["step"], "checkpoint": payload["loaded_from"],
+            "level": payload["progress"]["level"] + 1,
             "levels": len(levels), "primary_metric": task.primary_metric,
             "report_metrics": list(task.report_metrics),
             "sequences_per_row": batches * batch_size, "rows": rows}
@@ -56,12 +58,12 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
         from torchdnc.graph_evaluation import evaluate_graph_run
         from torchdnc.tasks.paths import london_available
 
-        report["graph_test"] = evaluate_graph_run(run_dir, device=device, seed=seed)
+        report["graph_test"] = evaluate_graph_run(run_dir, device=device, seed=seed, which=which)
         if config.task in ("traversal", "shortest_path") and london_available(task.london_dir):
             # the paper-sized zone-1 map and the whole network, whichever is not the default
             other = "full" if task.test_map == "zone1" else "zone1"
             report["graph_test_other_map"] = evaluate_graph_run(run_dir, device=device, seed=seed,
-                                                                london_map=other)
+                                                                london_map=other, which=which)
     return report
 
 
@@ -77,8 +79,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     metric = report["primary_metric"]
     extra = [k for k in report.get("report_metrics", ()) if k in report["rows"][0]]
     header = ["setting", "N", metric, *extra, "loss"]
-    lines = [f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, step "
-             f"{report['step']}, curriculum level {report['level']}/{report['levels']}); "
+    lines = [f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, "
+             f"{_checkpoint_words(report)}, curriculum level {report['level']}/{report['levels']}); "
              f"{report['sequences_per_row']} fresh sequences per row.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["rows"]:
@@ -111,6 +113,11 @@ def write_report(run_dir: Path | str, report: dict[str, Any]) -> list[Path]:
     return written
 
 
+def _checkpoint_words(report: dict[str, Any]) -> str:
+    best = report.get("checkpoint") == "best.pt"
+    return f"step {report['step']}" + (", the best validation result" if best else "")
+
+
 def render_per_task(report: dict[str, Any]) -> str:
-    return (f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, step "
-            f"{report['step']}).\n\n")
+    return (f"Evaluation of `{report['run']}` ({report['task']}, {report['model']}, "
+            f"{_checkpoint_words(report)}).\n\n")

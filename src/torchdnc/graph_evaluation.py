@@ -227,15 +227,17 @@ FULL_MAP_MAX_PAIRS = 1000
 
 
 def evaluate_graph_run(run_dir: Path | str, device: str = "cpu", seed: int = 0,
-                       london_map: str | None = None, **options: Any) -> dict[str, Any]:
+                       london_map: str | None = None, which: str = "best",
+                       **options: Any) -> dict[str, Any]:
     """Load a trained run and apply the test of its task (options go to that test).
 
     ``london_map`` ("zone1" or "full") picks the Underground map of the traversal
-    and shortest-path tests; by default the run's ``test_map``.
+    and shortest-path tests; by default the run's ``test_map``. ``which``
+    checkpoint as `torchdnc.train.load_trained`.
     """
     from torchdnc.train import load_trained
 
-    config, task, model, payload = load_trained(run_dir, device)
+    config, task, model, payload = load_trained(run_dir, device, which)
     tests = {"traversal": evaluate_traversal, "shortest_path": evaluate_shortest_path,
              "inference": evaluate_inference}
     if config.task not in tests:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import shutil
 import signal
@@ -253,6 +254,10 @@ class Progress:
     level: int = 0
     solved: bool = False
     passes: int = 0  # evaluations in a row at or below solved_threshold at the last level
+    best: float = math.inf  # best eval metric at the last level so far
+    best_step: int = -1
+    since_best: int = 0  # evaluations at the last level since the best one
+    stopped_early: bool = False
     window: dict[str, float] = field(default_factory=dict)  # sums since the last log line
     last_eval: dict[str, float] = field(default_factory=dict)
 
@@ -315,15 +320,20 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
 
     saved_at = {"step": progress.step if stored is not None else -1}
 
+    def payload() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": progress.step, "config": config.to_dict(),
+                "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(),
+                "progress": vars(progress).copy(), "task_levels": levels}
+
     def save() -> None:
         if ddp.main and saved_at["step"] != progress.step:
             saved_at["step"] = progress.step
-            checkpoint.save(run_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": progress.step, "config": config.to_dict(),
-                "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(),
-                "progress": vars(progress).copy(), "task_levels": levels,
-            })
+            checkpoint.save(run_dir, payload())
+
+    def save_best() -> None:
+        if ddp.main and config.keep_best:
+            checkpoint.save(run_dir, payload(), name=checkpoint.BEST)
 
     logger = Logger(run_dir, config, progress.step, ddp.main)
     if not resume:
@@ -334,7 +344,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
     interrupted, end_info = None, {}
     try:
         with stop_on_signals() as stop:
-            while progress.step < config.iterations and not progress.solved:
+            while progress.step < config.iterations and not (progress.solved or progress.stopped_early):
                 batch = task.sample(config.batch_size, data, **levels[progress.level])
                 batch = batch[local].to(device)
                 outputs, _ = trained(batch.inputs, mask=batch.mask)
@@ -362,7 +372,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
                     progress.window = {}
 
                 if progress.step % config.eval_interval == 0 or progress.step == config.iterations:
-                    _evaluate_and_advance(model, task, levels, config, progress, device, logger)
+                    _evaluate_and_advance(model, task, levels, config, progress, device, logger,
+                                          save_best)
 
                 if progress.step % config.checkpoint_interval == 0:
                     save()
@@ -376,6 +387,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
     finally:
         save()
         elapsed = time.time() - started
+        if progress.best_step >= 0:
+            end_info.update(best=progress.best, best_step=progress.best_step,
+                            stopped_early=progress.stopped_early)
         logger.log("end", progress.step, {"seconds": elapsed, "interrupted": interrupted,
                                           "solved": progress.solved, "level": progress.level,
                                           **end_info})
@@ -419,11 +433,15 @@ def _reduce_window(window: dict[str, float], ddp: Distributed, task: Task) -> di
     return result
 
 
-def _evaluate_and_advance(model, task, levels, config, progress, device, logger) -> None:
+def _evaluate_and_advance(model, task, levels, config, progress, device, logger,
+                          save_best=lambda: None) -> None:
     """Evaluate at the current level; move up the curriculum or stop when solved.
 
-    Every rank computes the same evaluation (same weights, same data), so the
-    decisions agree without communication.
+    At the last level the best result is tracked: ``save_best`` runs when it
+    improves (``keep_best``), and with ``early_stop_patience`` training stops
+    after that many evaluations without improvement. Every rank computes the
+    same evaluation (same weights, same data), so the decisions agree without
+    communication.
     """
     params = levels[progress.level]
     metrics = evaluate(model, task, params, config.eval_batches, config.batch_size,
@@ -433,6 +451,17 @@ def _evaluate_and_advance(model, task, levels, config, progress, device, logger)
     progress.last_eval = {**metrics, "level": progress.level}
     logger.log("eval", progress.step, {**metrics, "level": progress.level})
     last = progress.level == len(levels) - 1
+    if last:
+        if metric < progress.best:
+            progress.best, progress.best_step, progress.since_best = metric, progress.step, 0
+            save_best()
+        else:
+            progress.since_best += 1
+            if 0 < config.early_stop_patience <= progress.since_best:
+                progress.stopped_early = True
+                logger.message(f"step {progress.step}: stopped early, no better {task.primary_metric} "
+                               f"than {progress.best:.3g} (step {progress.best_step}) in "
+                               f"{progress.since_best} evaluations")
     if config.curriculum and not last and metric <= config.curriculum_threshold:
         progress.level += 1
         logger.log("level", progress.step, {"level": progress.level, **levels[progress.level]})
@@ -463,12 +492,22 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_trained(run_dir: Path | str, device: str = "cpu"):
-    """(config, task, model, checkpoint) of a run, the model rebuilt from its stored config."""
+def load_trained(run_dir: Path | str, device: str = "cpu", which: str = "best"):
+    """(config, task, model, checkpoint) of a run, the model rebuilt from its stored config.
+
+    ``which``: "best" loads ``best.pt`` (the best validation result, written with
+    ``keep_best``) where the run has one and the last checkpoint otherwise;
+    "last" always loads the last checkpoint.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
-    payload = checkpoint.load(run_dir / checkpoint.CHECKPOINT)
+    if which not in ("best", "last"):
+        raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
+    best = run_dir / checkpoint.BEST
+    path = best if which == "best" and best.exists() else run_dir / checkpoint.CHECKPOINT
+    payload = checkpoint.load(path)
+    payload["loaded_from"] = path.name
     config = TrainConfig.from_dict(payload["config"])
     task = config.make_task()
     model = build_model(config, task)
