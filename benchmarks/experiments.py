@@ -37,18 +37,9 @@ EXPERIMENTS: dict[str, str] = {
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0",
 }
 
-# name -> arguments of a `torchdnc train --resume` that continues the run past
-# its preset budget (the table reports the final step and the summed wall time).
-CONTINUATIONS: dict[str, str] = {
-    "repeat_copy-full": "--iterations=150000",
-}
-
 
 def command(name: str) -> str:
-    text = f"torchdnc train {EXPERIMENTS[name]} --out runs/{name}"
-    if name in CONTINUATIONS:
-        text += f"`, then `torchdnc train --resume runs/{name} {CONTINUATIONS[name]}"
-    return text
+    return f"torchdnc train {EXPERIMENTS[name]} --out runs/{name}"
 
 
 def run(names: list[str], force: bool) -> None:
@@ -61,9 +52,6 @@ def run(names: list[str], force: bool) -> None:
                  "--out", str(out), "--force", "--progress=false"]
         print("$", command(name), flush=True)
         subprocess.run(train, check=True)
-        if name in CONTINUATIONS:
-            subprocess.run([sys.executable, "-m", "torchdnc", "train", "--resume", str(out),
-                            *shlex.split(CONTINUATIONS[name]), "--progress=false"], check=True)
         subprocess.run([sys.executable, "-m", "torchdnc", "eval", str(out)], check=True)
 
 
