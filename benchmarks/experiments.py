@@ -32,7 +32,7 @@ EXPERIMENTS: dict[str, str] = {
     "priority_sort-full": "priority_sort --preset full --seed=0",
     "babi-quick": "babi --preset quick --seed=0 --threads=1",
     "babi-quick-lstm": "babi --preset quick --model=lstm --seed=0 --threads=1",
-    "babi-subset": "babi --preset quick --tasks=1,4,15,16 --seed=0 --threads=1",
+    "babi-subset": "babi --preset quick --tasks=1,4,15,16 --iterations=25000 --seed=0 --threads=1",
     "traversal-quick": "traversal --preset quick --seed=0",
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0",
 }
