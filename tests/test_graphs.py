@@ -441,3 +441,18 @@ def test_figure_3_plot_of_a_london_traversal(tmp_path):
 
     path = plot_underground_traversal(tiny_dnc(), TraversalTask(), tmp_path / "fig3.png", steps=3)
     assert path.exists() and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", ["traversal", "shortest_path", "inference"])
+def test_the_paper_presets_run(name, tmp_path):
+    """The full curricula are runnable as documented (two iterations of each)."""
+    from torchdnc.cli import main
+
+    args = ["train", name, "--preset", "paper", "--out", str(tmp_path), "--iterations=2",
+            "--eval_interval=2", "--eval_batches=1", "--progress=false"]
+    assert main(args) == 0
+    from torchdnc.train import read_metrics
+
+    start = [r for r in read_metrics(tmp_path) if r["kind"] == "start"][0]
+    assert start["curriculum"].count("lesson=") == {"traversal": 14, "shortest_path": 15,
+                                                    "inference": 17}[name]
