@@ -5,9 +5,10 @@
 
 Both models are trained by the one training loop (`torchdnc.train.train`)
 with the same task preset, seed and optimizer; only the model differs. The
-training configuration cannot name the sparse model yet, so this script
-swaps `torchdnc.train.build_model` for one that builds a `SparseDNC` from the
-run's DNC fields plus ``--sparse`` options. Stop a run early with SIGTERM
+script swaps `torchdnc.train.build_model` for one that builds a `SparseDNC`
+from the run's DNC fields plus ``--sparse`` options, so the sparse model gets
+exactly the dense one's sizes (`torchdnc train ... --model=sparse` does the
+same from the command line, with ``--sparse.FIELD`` options). Stop a run early with SIGTERM
 (e.g. ``timeout -s TERM 600 ...``): the loop saves and logs as usual.
 Prints the evaluations and the step at which the task was solved.
 """
