@@ -164,6 +164,22 @@ class RecurrentMemoryModel(nn.Module):
 
     state_type: type = tuple
 
+    def _build(self, config_type: type, config, kwargs: dict[str, Any], memory_layers) -> None:
+        """Set ``config`` (built from ``kwargs``, or ``config`` with ``kwargs`` replaced),
+        then the controller on ``[x_t; r_{t-1}]``, ``memory_layers(config)`` and the
+        output layer on ``[h_t; r_t]``, in that order (the order of initialisation)."""
+        if config is None:
+            config = config_type(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        self.config = config
+        read_size = config.num_reads * config.word_size
+        self.controller = make_controller(
+            config.controller, config.input_size, read_size, config.hidden_size, config.num_layers
+        )
+        memory_layers(config)
+        self.output = nn.Linear(config.hidden_size + read_size, config.output_size)
+
     @property
     def batch_first(self) -> bool:
         return self.config.batch_first
@@ -245,20 +261,12 @@ class DNC(RecurrentMemoryModel):
 
     def __init__(self, config: DNCConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = DNCConfig(**kwargs)
-        elif kwargs:
-            config = dataclasses.replace(config, **kwargs)
-        self.config = config
-        read_size = config.num_reads * config.word_size
-        self.controller = make_controller(
-            config.controller, config.input_size, read_size, config.hidden_size, config.num_layers
-        )
-        self.access = MemoryAccess(
-            config.hidden_size, config.memory_size, config.word_size, config.num_reads,
-            config.num_writes, config.strength_activation,
-        )
-        self.output = nn.Linear(config.hidden_size + read_size, config.output_size)
+
+        def memory_layers(c: DNCConfig) -> None:
+            self.access = MemoryAccess(c.hidden_size, c.memory_size, c.word_size, c.num_reads,
+                                       c.num_writes, c.strength_activation)
+
+        self._build(DNCConfig, config, kwargs, memory_layers)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from torchdnc.controller import CONTROLLERS, make_controller
+from torchdnc.controller import CONTROLLERS
 from torchdnc.dnc import DNCConfig, RecurrentMemoryModel, map_state
 from torchdnc.memory import STRENGTH_ACTIVATIONS
 from torchdnc.sparse.addressing import USAGE_KINDS, densify
@@ -192,17 +192,12 @@ class SparseDNC(RecurrentMemoryModel):
 
     def __init__(self, config: SparseDNCConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = SparseDNCConfig(**kwargs)
-        elif kwargs:
-            config = dataclasses.replace(config, **kwargs)
-        self.config = config
-        read_size = config.num_reads * config.word_size
-        self.controller = make_controller(config.controller, config.input_size, read_size,
-                                          config.hidden_size, config.num_layers)
-        self.interface = nn.Linear(config.hidden_size, sparse_interface_size(
-            config.num_reads, config.word_size, config.link_entries > 0))
-        self.output = nn.Linear(config.hidden_size + read_size, config.output_size)
+
+        def memory_layers(c: SparseDNCConfig) -> None:
+            self.interface = nn.Linear(c.hidden_size, sparse_interface_size(
+                c.num_reads, c.word_size, c.link_entries > 0))
+
+        self._build(SparseDNCConfig, config, kwargs, memory_layers)
         self.index = self._make_index()
 
     def _make_index(self):
