@@ -35,3 +35,12 @@ def random_state(batch=B, slots=N, word=W, reads=R, writes=K, steps=4, dtype=tor
     for _ in range(steps):
         state, _ = memory_step(state, random_interface(batch, word, reads, writes, dtype))
     return state
+
+
+def assert_same(a, b, tol=1e-12):
+    """Tensors, or nested tuples of them (states), equal within ``tol``."""
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    else:
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y, tol)

@@ -10,6 +10,7 @@ import torch
 from torch.autograd import gradcheck
 
 import reference
+from conftest import assert_same
 from torchdnc import DNC, DNCConfig, DNCState
 from torchdnc.controller import GRUController, LSTMController
 
@@ -23,14 +24,6 @@ CONTROLLERS = [dict(controller="lstm"), dict(controller="lstm", num_layers=2),
 def small_dnc(**overrides) -> DNC:
     torch.manual_seed(0)
     return DNC(**{**SMALL, **overrides}).double()
-
-
-def assert_same(a, b, tol=1e-12):
-    if isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    else:
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y, tol)
 
 
 @pytest.mark.parametrize("implementation", ["plain", "auto"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from conftest import assert_same
 from torchdnc import addressing as dense
 from torchdnc import DNCConfig
 from torchdnc.sparse import (ExactIndex, SparseAccess, SparseDNC, SparseDNCConfig,
@@ -34,14 +35,6 @@ VARIANTS = [dict(link_entries=0), dict(link_entries=4), dict(link_entries=0, usa
 def small_model(**overrides) -> SparseDNC:
     torch.manual_seed(0)
     return SparseDNC(**{**SMALL, **overrides}).double()
-
-
-def assert_same(a, b, tol=1e-12):
-    if isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    else:
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y, tol)
 
 
 def read_through_tape(memory: torch.Tensor, keys, strengths, k: int):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
         except FileNotFoundError as missing:  # data-set tasks need their files
             sizes = f"data not found ({missing})"
         print(f"  {sizes}, metric {cls.primary_metric}")
-        print(f"  options: " + ", ".join(f"{k}={v}" for k, v in task.options().items()))
+        print("  options: " + ", ".join(f"{k}={v}" for k, v in task.options().items()))
         print(f"  curriculum: {task.describe_curriculum()}")
         print(f"  presets: {', '.join(presets_for(name))}")
     return 0
