@@ -163,10 +163,32 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return sigmoid(o) * np.tanh(c), c
 
 
-def dnc_run(x, params, N, W, R, K, clip):
-    """Whole DNC with a one-layer LSTM over x [T, I] for one batch element."""
-    H = params["w_hh"].shape[1]
-    h, c = np.zeros(H), np.zeros(H)
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
+    H = h.shape[0]
+    gi = w_ih @ x + b_ih
+    gh = w_hh @ h + b_hh
+    r = sigmoid(gi[:H] + gh[:H])
+    z = sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+    n = np.tanh(gi[2 * H :] + r * gh[2 * H :])
+    return (1 - z) * n + z * h
+
+
+def dnc_run(x, params, N, W, R, K, clip, controller="lstm"):
+    """Whole DNC over x [T, I] for one batch element.
+
+    ``params``: w_xi, b_xi, w_y, b_y and either w_ih, w_hh, b_ih, b_hh (a
+    one-layer LSTM) or ``layers``, a list of such dicts for the paper's deep
+    LSTM (Methods, "Controller network"): with chi = [x_t; r_{t-1}], layer l
+    reads [chi; h^{l-1}_t] (layer 1 chi alone) and its own h^l_{t-1}; the
+    interface and output layers see [h^1_t; ...; h^L_t]. Every layer's h and c
+    are clipped right after the cell; the clipped h is what goes on.
+    ``controller="gru"``: ``layers`` is a plain GRU stack (layer l reads h^{l-1},
+    layer 1 chi) whose top h is the output.
+    """
+    layers = params.get("layers") or [{k: params[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}]
+    H = layers[0]["w_hh"].shape[1]
+    h = [np.zeros(H) for _ in layers]
+    c = [np.zeros(H) for _ in layers]
     reads = np.zeros(R * W)
     state = zero_state(N, W, R, K)
     ys = []
@@ -175,11 +197,18 @@ def dnc_run(x, params, N, W, R, K, clip):
         return np.clip(v, -clip, clip) if clip else v
 
     for x_t in x:
-        h, c = lstm_cell(np.concatenate([x_t, reads]), h, c, params["w_ih"], params["w_hh"],
-                         params["b_ih"], params["b_hh"])
-        h, c = clipped(h), clipped(c)
-        xi = params["w_xi"] @ h + params["b_xi"]
+        chi = np.concatenate([x_t, reads])
+        for l, layer in enumerate(layers):
+            weights = (layer["w_ih"], layer["w_hh"], layer["b_ih"], layer["b_hh"])
+            if controller == "gru":
+                h[l] = clipped(gru_cell(chi if l == 0 else h[l - 1], h[l], *weights))
+                continue
+            inp = chi if l == 0 else np.concatenate([chi, h[l - 1]])
+            h[l], c[l] = lstm_cell(inp, h[l], c[l], *weights)
+            h[l], c[l] = clipped(h[l]), clipped(c[l])
+        hidden = h[-1] if controller == "gru" else np.concatenate(h)
+        xi = params["w_xi"] @ hidden + params["b_xi"]
         state, r = memory_step(state, parse(xi, R, W, K))
         reads = r.reshape(-1)
-        ys.append(clipped(params["w_y"] @ np.concatenate([h, reads]) + params["b_y"]))
+        ys.append(clipped(params["w_y"] @ np.concatenate([hidden, reads]) + params["b_y"]))
     return np.array(ys)

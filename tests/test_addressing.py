@@ -142,12 +142,14 @@ def test_link_uses_previous_precedence():
     assert link[0, 0, 0, 1] == 1 and link[0, 0, 1, 0] == 0 and link[0, 0, 0, 0] == 0
 
 
-def test_write_weights_formula():
-    alloc = torch.rand(2, 3, 4, dtype=f64)
-    content = torch.rand(2, 3, 4, dtype=f64)
-    ga, gw = torch.rand(2, 3, dtype=f64), torch.rand(2, 3, dtype=f64)
-    expected = gw[..., None] * (ga[..., None] * alloc + (1 - ga[..., None]) * content)
-    torch.testing.assert_close(A.write_weights(alloc, content, ga, gw), expected, rtol=0, atol=0)
+def test_write_weights_by_hand():
+    # Head 0: g^w 0.5, g^a 0.8 -> 0.5 (0.8 a + 0.2 c); head 1: g^a 0 -> content only.
+    alloc = torch.tensor([[[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]], dtype=f64)
+    content = torch.tensor([[[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]], dtype=f64)
+    ga = torch.tensor([[0.8, 0.0]], dtype=f64)
+    gw = torch.tensor([[0.5, 1.0]], dtype=f64)
+    expected = torch.tensor([[[0.21, 0.12, 0.17], [0.3, 0.3, 0.4]]], dtype=f64)
+    torch.testing.assert_close(A.write_weights(alloc, content, ga, gw), expected, rtol=0, atol=1e-15)
 
 
 def test_erase_and_write_product_erase_and_summed_writes():

@@ -68,31 +68,39 @@ def test_ten_steps_match_reference(writes):
 
 
 def test_single_head_through_multi_head_path_equals_paper_formulas():
+    """K = 1 through the head-axis code against the paper's equations written
+    out without head axes (the loop-based NumPy reference, step by step)."""
     state = random_state(writes=1)
     i = random_interface(writes=1)
     new_state, reads = memory_step(state, i)
-    # The paper's K = 1 equations written out without head axes.
-    u = A.usage_update(state.usage, state.write_weights, i.free_gates, state.read_weights)
-    a = A.allocation_weights(u)  # [B, N]
-    cw = A.content_weights(state.memory, i.write_keys, i.write_strengths)[:, 0]
-    ga, gw = i.allocation_gates, i.write_gates  # [B, 1]
-    ww = gw * (ga * a + (1 - ga) * cw)
-    M = state.memory * (1 - ww[:, :, None] * i.erase) + ww[:, :, None] * i.write_vectors
-    L0, p0 = state.link[:, 0], state.precedence[:, 0]
-    L = (1 - ww[:, :, None] - ww[:, None, :]) * L0 + ww[:, :, None] * p0[:, None, :]
-    L = L * (1 - torch.eye(N, dtype=f64))
-    p = (1 - ww.sum(-1, keepdim=True)) * p0 + ww
-    cr = A.content_weights(M, i.read_keys, i.read_strengths)
-    prev = state.read_weights
-    fwd = torch.einsum("bij,brj->bri", L, prev)
-    bwd = torch.einsum("bji,brj->bri", L, prev)
-    pi = i.read_modes
-    wr = pi[..., 0:1] * bwd + pi[..., 1:2] * cr + pi[..., 2:3] * fwd
-    for got, want in [(new_state.usage, u), (new_state.write_weights[:, 0], ww),
-                      (new_state.memory, M), (new_state.link[:, 0], L),
-                      (new_state.precedence[:, 0], p), (new_state.read_weights, wr),
-                      (reads, wr @ M)]:
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    for b in range(B):
+        prev = {name: getattr(state, name)[b].numpy() for name in MemoryState._fields}
+        u = prev["usage"].copy()
+        for n in range(N):  # usage: (u + w - u w) prod_r (1 - f_r w^r_r)
+            w = prev["write_weights"][0, n]
+            psi = np.prod([1 - i.free_gates[b, r].item() * prev["read_weights"][r, n] for r in range(R)])
+            u[n] = (u[n] + w - u[n] * w) * psi
+        a = reference.allocation(u)
+        cw = reference.content(prev["memory"], i.write_keys[b, 0].numpy(), i.write_strengths[b, 0].item())
+        ga, gw = i.allocation_gates[b, 0].item(), i.write_gates[b, 0].item()
+        ww = gw * (ga * a + (1 - ga) * cw)
+        e, v = i.erase[b, 0].numpy(), i.write_vectors[b, 0].numpy()
+        M = prev["memory"] * (1 - np.outer(ww, e)) + np.outer(ww, v)
+        L0, p0 = prev["link"][0], prev["precedence"][0]
+        L = np.array([[0.0 if r == c else (1 - ww[r] - ww[c]) * L0[r, c] + ww[r] * p0[c]
+                       for c in range(N)] for r in range(N)])
+        p = (1 - ww.sum()) * p0 + ww
+        wr = np.zeros((R, N))
+        for r in range(R):
+            pi = i.read_modes[b, r].numpy()
+            cr = reference.content(M, i.read_keys[b, r].numpy(), i.read_strengths[b, r].item())
+            last = prev["read_weights"][r]
+            wr[r] = pi[0] * (L.T @ last) + pi[1] * cr + pi[2] * (L @ last)
+        for got, want in [(new_state.usage[b], u), (new_state.write_weights[b, 0], ww),
+                          (new_state.memory[b], M), (new_state.link[b, 0], L),
+                          (new_state.precedence[b, 0], p), (new_state.read_weights[b], wr),
+                          (reads[b], wr @ M)]:
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-11, atol=1e-13)
 
 
 def test_gradcheck_memory_step():

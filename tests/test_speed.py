@@ -122,13 +122,21 @@ def test_fused_needs_a_one_layer_lstm():
         DNC(**BASE, controller="gru", implementation="fused")
 
 
-def test_auto_falls_back_to_plain_for_other_controllers():
-    torch.manual_seed(0)
-    model = DNC(**BASE, controller="gru").double()
-    plain = DNC(**BASE, controller="gru", implementation="plain").double()
-    plain.load_state_dict(model.state_dict())
-    x = torch.randn(2, 3, 5, dtype=torch.float64)
-    assert torch.equal(model(x)[0], plain(x)[0])
+@pytest.mark.parametrize("kind", [dict(controller="gru"), dict(num_layers=2), dict(num_reads=65)])
+def test_auto_runs_the_plain_path_where_the_kernel_does_not_apply(kind, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fused kernel ran")
+
+    monkeypatch.setattr(fused, "fused_forward", refuse)
+    model = DNC(**{**BASE, **kind}).double()
+    y, _ = model(torch.randn(2, 3, 5, dtype=torch.float64))
+    assert y.shape == (2, 3, 4) and torch.isfinite(y).all()
+
+
+def test_fused_refuses_more_reads_than_the_kernel_handles():
+    with pytest.raises(ValueError, match="implementation: 'fused' handles num_reads <= 64, got "
+                                         "num_reads=65"):
+        DNC(**BASE, num_reads=65, implementation="fused")
 
 
 def test_compiled_step_equals_plain():
@@ -144,3 +152,186 @@ def test_fused_triangular_schedule_equals_plain_on_long_sequences(monkeypatch):
     plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=1, clip=2.0)
     x = torch.randn(3, 23, 5, dtype=torch.float64, requires_grad=True)
     _check(plain, fast, x, mask=torch.rand(3, 23) > 0.2)
+
+
+# -- autograd's contract -------------------------------------------------------
+
+
+@pytest.mark.parametrize("implementation", ["plain", "fused"])
+def test_backward_twice_through_a_retained_graph(implementation):
+    plain, other = _pair(implementation, torch.float64, num_reads=2, num_writes=1, clip=2.0)
+    x = torch.randn(3, 7, 5, dtype=torch.float64)
+    for model in (plain, other):
+        y, state = model(x)
+        loss = y.square().sum() + state.access.memory.sum()
+        loss.backward(retain_graph=True)
+        once = [p.grad.clone() for p in model.parameters()]
+        loss.backward()
+        for p, g in zip(model.parameters(), once):
+            torch.testing.assert_close(p.grad, 2 * g, rtol=1e-12, atol=1e-12)
+    for a, b in zip(plain.parameters(), other.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_second_backward_without_retain_graph_is_torchs_error():
+    _, fast = _pair("fused", torch.float64, num_reads=2)
+    y, _ = fast(torch.randn(2, 4, 5, dtype=torch.float64))
+    loss = y.sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        loss.backward()
+
+
+def test_fused_gradients_of_gradients_equal_plain():
+    plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=1.5)
+    x = torch.randn(2, 5, 5, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    results = []
+    for model in (plain, fast):
+        y, _ = model(x, mask=mask)
+        grads = torch.autograd.grad(y.square().sum(), list(model.parameters()), create_graph=True)
+        penalty = sum(g.square().sum() for g in grads)  # a gradient penalty needs second order
+        results.append(torch.autograd.grad(penalty, list(model.parameters())))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
+
+
+def test_fused_saves_its_per_step_tensors_through_save_for_backward():
+    _, fast = _pair("fused", torch.float64, num_reads=2)
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t.shape) or t, lambda t: t):
+        y, _ = fast(torch.randn(3, 6, 5, dtype=torch.float64))
+    assert (7, 3, 6) in packed  # usage before and after every step, [T + 1, B, N]
+    assert len(packed) >= 20
+    y.sum().backward()  # unpacked through the hooks
+    assert all(p.grad is not None for p in fast.parameters())
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_fused_forward_without_gradients_keeps_nothing_and_gives_the_same(mode):
+    _, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=1.0)
+    x = torch.randn(3, 9, 5, dtype=torch.float64)
+    mask = torch.rand(3, 9) > 0.3
+    y, state = fast(x, mask=mask)
+    packed = []
+    context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with context, torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t,
+                                                           lambda t: t):
+        y2, state2 = fast(x, mask=mask)
+    assert packed == []
+    torch.testing.assert_close(y2, y, rtol=0, atol=0)
+    for a, b in zip(_leaves(state), _leaves(state2)):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_inference_memory_does_not_grow_with_the_sequence():
+    """Peak RSS of a no_grad forward at T = 100 and T = 4000 (in fresh processes)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys, torch\n"
+        "from torchdnc import DNC\n"
+        "torch.manual_seed(0)\n"
+        "m = DNC(input_size=8, output_size=8, hidden_size=32, memory_size=64, word_size=16,\n"
+        "        num_reads=4, implementation='fused')\n"
+        "x = torch.randn(8, int(sys.argv[1]), 8)\n"
+        "with torch.no_grad():\n"
+        "    m(x[:, :2])\n"
+        "    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    m(x)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n")
+    growth = {T: int(subprocess.run([sys.executable, "-c", script, str(T)], capture_output=True,
+                                    text=True, check=True).stdout.split()[-1]) / 1024
+              for T in (100, 4000)}
+    # Kept per step for a backward this would be ~190 MB at T = 4000; the outputs
+    # (y, hidden and reads, [8, 4000, 104] floats) are ~13 MB.
+    assert growth[4000] - growth[100] < 100, growth
+
+
+# -- building the kernel, and torch.compile -------------------------------------------
+
+
+def test_kernel_cache_key_includes_the_cpu(monkeypatch):
+    monkeypatch.delenv("TORCHDNC_NATIVE", raising=False)
+    monkeypatch.setattr(fused, "cpu_signature", lambda: "x86_64 flags: sse2 avx2")
+    here = fused.extension_name()
+    monkeypatch.setattr(fused, "cpu_signature", lambda: "x86_64 flags: sse2 avx2 avx512f")
+    assert fused.extension_name() != here  # -march=native objects are per CPU
+    monkeypatch.setenv("TORCHDNC_NATIVE", "0")
+    assert "-march=native" not in fused.build_flags()
+    portable = fused.extension_name()
+    monkeypatch.setattr(fused, "cpu_signature", lambda: "aarch64")
+    assert fused.extension_name() == portable
+
+
+def _fresh_loader(monkeypatch, load):
+    import torch.utils.cpp_extension
+
+    monkeypatch.setattr(fused, "_EXTENSION", None)
+    monkeypatch.setattr(fused, "_FAILED", None)
+    monkeypatch.setattr(fused, "_is_built", lambda name: False)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
+
+
+def test_the_first_build_says_so_once(monkeypatch, caplog):
+    built = object()
+    _fresh_loader(monkeypatch, lambda **kwargs: built)
+    with caplog.at_level("INFO", logger="torchdnc"):
+        assert fused.load_extension() is built
+        assert fused.load_extension() is built
+    notes = [r.getMessage() for r in caplog.records if "building the fused CPU kernel" in r.getMessage()]
+    assert notes == ["torchdnc: building the fused CPU kernel, once, about 30 s "
+                     "(`torchdnc build` does it ahead of time)"]
+
+
+def test_a_failed_build_falls_back_to_plain_with_a_warning(monkeypatch, caplog):
+    def broken(**kwargs):
+        raise RuntimeError("Error building extension 'torchdnc_fused': no compiler")
+
+    _fresh_loader(monkeypatch, broken)
+    plain, model = _pair("auto", torch.float64, num_reads=2)
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="torchdnc"):
+        torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=0, atol=0)
+    assert any("could not be built (RuntimeError: Error building extension 'torchdnc_fused': no "
+               "compiler); using the plain PyTorch implementation" in r.getMessage()
+               for r in caplog.records)
+    assert fused.failure().startswith("RuntimeError")
+
+
+def test_build_command_compiles_the_kernel(capsys):
+    from torchdnc.cli import main
+
+    assert main(["build"]) == 0
+    assert "fused CPU kernel ready: torchdnc_fused_" in capsys.readouterr().out
+
+
+def test_compile_falls_back_to_the_plain_step_when_compilation_fails(monkeypatch, caplog):
+    def failing_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("backend exploded")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    plain, compiled = _pair("compile", torch.float64, num_reads=2)
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="torchdnc"):
+        torch.testing.assert_close(compiled(x)[0], plain(x)[0], rtol=0, atol=0)
+        compiled(x)
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert warnings == ["torchdnc: torch.compile failed (RuntimeError: backend exploded); this model "
+                        "uses the plain step"]
+
+
+def test_compile_does_not_keep_models_alive(monkeypatch):
+    import gc
+    import weakref
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # the cache, not inductor
+    model = DNC(**BASE, implementation="compile")
+    model(torch.randn(2, 3, 5))
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

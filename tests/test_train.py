@@ -321,3 +321,18 @@ def test_sparse_model_trains_through_the_same_loop(tmp_path):
     assert model.config.link_entries == 3
     with pytest.raises(ValueError, match=r"sparse: unknown field\(s\) \['reads'\]"):
         TrainConfig.from_dict({**config.to_dict(), "sparse": {"reads": 2}})
+
+
+def test_a_broken_tensorboard_is_reported_not_swallowed(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with caplog.at_level("WARNING", logger="torchdnc"):
+        train(tiny_config(iterations=2), tmp_path)
+    assert any("TensorBoard logging is off (ModuleNotFoundError" in r.getMessage()
+               for r in caplog.records)
+    assert read_metrics(tmp_path)  # metrics.jsonl still written
+
+
+def test_training_messages_go_through_logging(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="torchdnc"):
+        train(tiny_config(iterations=4, curriculum_threshold=1e9), tmp_path)
+    assert any(r.name == "torchdnc.train" and "-> level 2/2" in r.getMessage() for r in caplog.records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -129,6 +130,47 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace, extra: list[str]) -> int:
+    from torchdnc import fused
+
+    extension = fused.load_extension(verbose=args.verbose)
+    if extension is None:
+        print(f"torchdnc build: error: the fused CPU kernel could not be built ({fused.failure()}); "
+              "the DNC runs the plain PyTorch path", file=sys.stderr)
+        return 1
+    print(f"fused CPU kernel ready: {fused.extension_name()} ({fused.BUILD_SECONDS:.1f} s), "
+          f"in {Path(extension.__file__).parent}")
+    return 0
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records on stderr, through tqdm when a progress bar is showing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            try:
+                from tqdm import tqdm
+
+                tqdm.write(text, file=sys.stderr)
+            except ImportError:
+                print(text, file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """What the command line shows: torchdnc's log records and Python warnings."""
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("torchdnc", "py.warnings"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.setLevel(level)
+    logging.captureWarnings(True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchdnc", description="Differentiable Neural Computer: train, evaluate, plot.")
@@ -171,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 add_help=False)
     bench.set_defaults(run=_bench, extra_allowed=True)
 
+    build = commands.add_parser("build", help="compile the fused CPU kernel now (it is cached; "
+                                              "otherwise the first DNC call does it)")
+    build.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    build.set_defaults(run=_build)
+
     tasks = commands.add_parser("tasks", help="list the tasks, their options and presets")
     tasks.set_defaults(run=_tasks)
     info = commands.add_parser("info", help="print the version and the default configuration")
@@ -193,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     from torchdnc.checkpoint import CheckpointError
     from torchdnc.train import RunError
 
+    configure_logging()
     try:
         return args.run(args, extra)
     except (ValueError, RunError, CheckpointError) as error:

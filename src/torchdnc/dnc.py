@@ -22,15 +22,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from torchdnc import fused
 from torchdnc.controller import CONTROLLERS, make_controller
 from torchdnc.memory import STRENGTH_ACTIVATIONS, MemoryAccess, MemoryState, traced_memory_step
 
+
+log = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("auto", "fused", "plain", "compile")
 
@@ -68,6 +73,9 @@ class DNCConfig:
     # "plain" (PyTorch ops step by step) or "compile" (plain step under torch.compile).
     implementation: str = "auto"
     backward_chunk: int = 0  # fused: recompute memory and links every this many steps; 0 = auto
+    # Refuse NaN / inf in x (outside padding) with a ValueError, before it poisons
+    # the carried state; one reduction and one host sync per call. False lets it through.
+    check_finite: bool = True
 
     def __post_init__(self) -> None:
         for name in ("input_size", "output_size", "hidden_size", "num_layers",
@@ -90,11 +98,15 @@ class DNCConfig:
         if self.implementation == "fused" and (self.controller != "lstm" or self.num_layers != 1):
             raise ValueError("implementation: 'fused' needs controller='lstm' with num_layers=1, "
                              f"got controller={self.controller!r}, num_layers={self.num_layers}")
+        if self.implementation == "fused" and self.num_reads > fused.MAX_READS:
+            raise ValueError(f"implementation: 'fused' handles num_reads <= {fused.MAX_READS}, "
+                             f"got num_reads={self.num_reads} (use 'auto' or 'plain')")
         if isinstance(self.backward_chunk, bool) or not isinstance(self.backward_chunk, int) \
                 or self.backward_chunk < 0:
             raise ValueError(f"backward_chunk: expected an integer >= 0, got {self.backward_chunk!r}")
-        if not isinstance(self.batch_first, bool):
-            raise ValueError(f"batch_first: expected True or False, got {self.batch_first!r}")
+        for name in ("batch_first", "check_finite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,8 +189,8 @@ class RecurrentMemoryModel(nn.Module):
         self.controller = make_controller(
             config.controller, config.input_size, read_size, config.hidden_size, config.num_layers
         )
-        memory_layers(config)
-        self.output = nn.Linear(config.hidden_size + read_size, config.output_size)
+        memory_layers(config, self.controller.output_size)
+        self.output = nn.Linear(self.controller.output_size + read_size, config.output_size)
 
     @property
     def batch_first(self) -> bool:
@@ -192,7 +204,9 @@ class RecurrentMemoryModel(nn.Module):
         return (weight.device if device is None else device,
                 weight.dtype if dtype is None else dtype)
 
-    def _check_inputs(self, x: Tensor, state, mask) -> None:
+    def _check_inputs(self, x: Tensor, state, mask) -> Tensor | None:
+        """Refuse bad input with a message naming the argument, the expected and
+        the actual; returns the mask as booleans (None without one)."""
         c = self.config
         layout = "[batch, time, input_size]" if c.batch_first else "[time, batch, input_size]"
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != c.input_size:
@@ -201,18 +215,38 @@ class RecurrentMemoryModel(nn.Module):
                 f"x: expected a 3-D tensor {layout} with input_size={c.input_size} "
                 f"(batch_first={c.batch_first}), got {shape}"
             )
+        if x.numel() == 0:
+            raise ValueError(f"x: expected at least one sequence and one time step {layout}, "
+                             f"got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+        weight = self.output.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise ValueError(
+                f"x: expected dtype {weight.dtype} on {weight.device} (the model's parameters), "
+                f"got dtype {x.dtype} on {x.device}; convert one of them, e.g. model.to(x.dtype)"
+            )
+        keep = None
         if mask is not None:
-            if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(x.shape[:2]):
-                shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-                what = "[batch, time]" if c.batch_first else "[time, batch]"
-                raise ValueError(f"mask: expected shape {what} = {tuple(x.shape[:2])}, got {shape}")
+            keep = _check_mask(mask, x, c.batch_first)
         if state is not None:
             batch = x.shape[0] if c.batch_first else x.shape[1]
-            self._check_state(state, batch)
+            self._check_state(state, batch, x)
+        if getattr(c, "check_finite", False):
+            real = x if keep is None else x[keep]
+            if not bool(torch.isfinite(real).all()):
+                where = (~torch.isfinite(x)).any(-1)
+                if keep is not None:
+                    where &= keep
+                first = [int(i) for i in where.nonzero()[0]]
+                axes = ("batch element", "step") if c.batch_first else ("step", "batch element")
+                raise ValueError(
+                    f"x: NaN or inf at {axes[0]} {first[0]}, {axes[1]} {first[1]} (not padding); it "
+                    "would poison the carried state. Clean the input, mask the step out, or build "
+                    "the model with check_finite=False to let it through")
+        return keep
 
-    def _check_state(self, state, batch_size: int) -> None:
+    def _check_state(self, state, batch_size: int, x: Tensor | None = None) -> None:
         if not isinstance(state, self.state_type):
             raise ValueError(f"state: expected a {self.state_type.__name__}, "
                              f"got {type(state).__name__}")
@@ -234,6 +268,14 @@ class RecurrentMemoryModel(nn.Module):
                     f"state.{name}: expected shape {tuple(want.shape)} for batch size "
                     f"{batch_size} and this model's configuration, got {shape}"
                 )
+            if x is not None and want.is_floating_point() and (
+                    have.dtype != x.dtype or have.device != x.device):
+                raise ValueError(f"state.{name}: expected dtype {x.dtype} on {x.device} (as x), "
+                                 f"got dtype {have.dtype} on {have.device}")
+            if x is not None and not want.is_floating_point() and (
+                    have.dtype != want.dtype or have.device != x.device):
+                raise ValueError(f"state.{name}: expected dtype {want.dtype} on {x.device}, "
+                                 f"got dtype {have.dtype} on {have.device}")
 
     def step(self, x_t: Tensor, state=None):
         """One time step, ``x_t [B, input_size] -> y_t [B, output_size]``.
@@ -262,8 +304,8 @@ class DNC(RecurrentMemoryModel):
     def __init__(self, config: DNCConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
 
-        def memory_layers(c: DNCConfig) -> None:
-            self.access = MemoryAccess(c.hidden_size, c.memory_size, c.word_size, c.num_reads,
+        def memory_layers(c: DNCConfig, controller_output: int) -> None:
+            self.access = MemoryAccess(controller_output, c.memory_size, c.word_size, c.num_reads,
                                        c.num_writes, c.strength_activation)
 
         self._build(DNCConfig, config, kwargs, memory_layers)
@@ -323,22 +365,40 @@ class DNC(RecurrentMemoryModel):
             ``(y, state)`` or ``(y, state, trace)``; y has x's layout with
             ``output_size`` features.
         """
-        self._check_inputs(x, state, mask)
+        keep = self._check_inputs(x, state, mask)
         if not self.config.batch_first:
             x = x.transpose(0, 1)
-            mask = None if mask is None else mask.transpose(0, 1)
+            keep = None if keep is None else keep.transpose(0, 1)
         batch, steps = x.shape[:2]
         if state is None:
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
-        keep = None if mask is None else mask.to(torch.bool)
+        if keep is not None:  # padding may hold anything (NaN too): it must not reach a gradient
+            x = torch.where(keep.unsqueeze(-1), x, 0.0)
 
+        # Without gradients nothing of a step is needed once its output exists: run
+        # in chunks so that memory holds the outputs and one chunk, whatever T is.
+        chunk = steps if return_trace or _wants_gradient(self, x, state) else INFERENCE_CHUNK
+        ys, traces = [], []
+        for start in range(0, steps, chunk):
+            part = slice(start, start + chunk)
+            y, state, trace = self._sequence(x[:, part], state, None if keep is None else keep[:, part],
+                                             return_trace)
+            ys.append(y)
+            traces.extend(trace)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
+        if not self.config.batch_first:
+            y = y.transpose(0, 1)
+        if return_trace:
+            return y, state, _stack_trace(traces)
+        return y, state
+
+    def _sequence(self, x: Tensor, state: DNCState, keep: Tensor | None, return_trace: bool):
+        """(y, new state, per-step traces) for batch-first ``x`` from ``state``."""
         projected = self.controller.project_inputs(x)
         if self._fused_applies(x, return_trace):
-            from torchdnc.fused import fused_forward
-
-            hiddens, read_sequence, new_state = fused_forward(
+            hiddens, read_sequence, new_state = fused.fused_forward(
                 self, projected, state, keep, self.config.backward_chunk)
-            traces = None
+            traces = []
         else:
             hiddens, read_sequence, new_state, traces = self._run_steps(
                 projected, state, keep, return_trace)
@@ -349,37 +409,38 @@ class DNC(RecurrentMemoryModel):
         if clip:
             y = y.clamp(-clip, clip)
         if keep is not None:
-            y = y * keep.unsqueeze(-1).to(y.dtype)
-        if not self.config.batch_first:
-            y = y.transpose(0, 1)
-        if return_trace:
-            return y, new_state, _stack_trace(traces)
-        return y, new_state
+            y = torch.where(keep.unsqueeze(-1), y, 0.0)
+        return y, new_state, traces
 
     def _fused_applies(self, x: Tensor, return_trace: bool) -> bool:
         c = self.config
         if c.implementation not in ("auto", "fused") or return_trace:
             return False
-        if c.controller != "lstm" or c.num_layers != 1 or x.device.type != "cpu" or c.num_reads > 64:
+        if c.controller != "lstm" or c.num_layers != 1 or x.device.type != "cpu" \
+                or c.num_reads > fused.MAX_READS:
             return False
         if x.dtype not in (torch.float32, torch.float64):
             return False
-        from torchdnc import fused
-
         return fused.available()
 
     def _run_steps(self, projected: Tensor, state: DNCState, keep: Tensor | None,
                    return_trace: bool):
         """The plain path: one memory step at a time with PyTorch ops."""
-        step = self._step
-        if self.config.implementation == "compile":
-            step = _compiled_step(self)
+        compiled = _compiled_step(self) if self.config.implementation == "compile" else None
         controller_state, memory_state, reads = state
         hiddens, all_reads, traces = [], [], []
         for t in range(projected.shape[1]):
             step_keep = None if keep is None else keep[:, t]
-            hidden, controller_state, memory_state, reads, step_trace = step(
-                projected[:, t], step_keep, controller_state, memory_state, reads)
+            args = (projected[:, t], step_keep, controller_state, memory_state, reads)
+            if compiled is not None:
+                try:
+                    result = compiled(self, *args)
+                except Exception as error:  # a backend that cannot compile this step
+                    _compile_failed(self, error)
+                    compiled, result = None, self._step(*args)
+            else:
+                result = self._step(*args)
+            hidden, controller_state, memory_state, reads, step_trace = result
             hiddens.append(hidden)
             all_reads.append(reads)
             if return_trace:
@@ -390,11 +451,8 @@ class DNC(RecurrentMemoryModel):
     def _step(self, projected_t: Tensor, keep_t: Tensor | None, controller_state,
               memory_state: MemoryState, reads: Tensor):
         """One time step: controller, clipping, interface, memory (DESIGN.md section 3)."""
-        clip = self.config.clip
-        hidden, new_controller = self.controller.step(projected_t, reads.flatten(1), controller_state)
-        if clip:
-            hidden = hidden.clamp(-clip, clip)
-            new_controller = map_state(lambda s: s.clamp(-clip, clip), new_controller)
+        hidden, new_controller = self.controller.step(projected_t, reads.flatten(1), controller_state,
+                                                      self.config.clip)
         interface = self.access.parse(hidden)
         new_memory, new_reads, step_trace = traced_memory_step(memory_state, interface)
         if keep_t is not None:
@@ -407,22 +465,58 @@ class DNC(RecurrentMemoryModel):
         return hidden, new_controller, new_memory, new_reads, (new_memory, interface, step_trace)
 
 
-_COMPILED: dict[int, Any] = {}
+# One compiled step per model, dropped with the model (the compiled function
+# takes the model as an argument, so it holds no reference to it).
+_COMPILED: "weakref.WeakKeyDictionary[DNC, Any]" = weakref.WeakKeyDictionary()
 
 
 def _compiled_step(dnc: "DNC"):
-    """``dnc._step`` under `torch.compile`, or the plain step where that fails."""
-    key = id(dnc)
-    if key not in _COMPILED:
-        try:
-            _COMPILED[key] = torch.compile(dnc._step, dynamic=False)
-        except Exception as error:  # torch.compile unavailable on this platform
-            import warnings
+    """``dnc._step`` under `torch.compile` (None once compilation has failed for it)."""
+    if dnc not in _COMPILED:
+        def step(model, *args):
+            return model._step(*args)
 
-            warnings.warn(f"torchdnc: torch.compile unavailable ({error}); using the plain step",
-                          RuntimeWarning, stacklevel=3)
-            _COMPILED[key] = dnc._step
-    return _COMPILED[key]
+        try:
+            _COMPILED[dnc] = torch.compile(step, dynamic=False)
+        except Exception as error:  # torch.compile unavailable on this platform
+            _compile_failed(dnc, error)
+    return _COMPILED[dnc]
+
+
+def _compile_failed(dnc: "DNC", error: Exception) -> None:
+    log.warning("torchdnc: torch.compile failed (%s: %s); this model uses the plain step",
+                type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else "")
+    _COMPILED[dnc] = None
+
+
+# Steps per chunk of a forward pass that needs no gradient.
+INFERENCE_CHUNK = 256
+
+
+def _wants_gradient(model: nn.Module, x: Tensor, state) -> bool:
+    """Whether autograd will record this forward pass."""
+    if not torch.is_grad_enabled():
+        return False
+    if x.requires_grad or any(p.requires_grad for p in model.parameters()):
+        return True
+    return state is not None and any(t.requires_grad for _, t in _state_paths(state))
+
+
+def _check_mask(mask, x: Tensor, batch_first: bool) -> Tensor:
+    """A padding mask as booleans: bool, or numbers that are exactly 0 or 1."""
+    what = "[batch, time]" if batch_first else "[time, batch]"
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(x.shape[:2]):
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask: expected shape {what} = {tuple(x.shape[:2])}, got {shape}")
+    if mask.device != x.device:
+        raise ValueError(f"mask: expected a tensor on {x.device} (as x), got one on {mask.device}")
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[(mask != 0) & (mask != 1)].flatten()[:3].tolist() if not mask.is_complex() else []
+        raise ValueError(f"mask: expected booleans, or numbers that are exactly 0 or 1 "
+                         f"(1 = a real step), got dtype {mask.dtype} with values such as {bad}")
+    return mask != 0
 
 
 def _state_paths(state, prefix: str = "") -> list[tuple[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import os
 import shutil
@@ -33,6 +34,8 @@ from torchdnc.baselines import LSTMBaseline, lstm_hidden_for_parameters
 from torchdnc.config import TrainConfig, describe_difference
 from torchdnc.dnc import DNC
 from torchdnc.tasks import Task, average_metrics
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -179,7 +182,9 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
-        except ImportError:  # tensorboard is optional at run time
+        except Exception as error:  # optional at run time; a broken install is reported too
+            log.warning("TensorBoard logging is off (%s: %s); metrics still go to %s",
+                        type(error).__name__, error, METRICS_FILE)
             self.writer = None
         if config.progress:
             from tqdm import tqdm
@@ -205,12 +210,8 @@ class Logger:
             self.bar.refresh()
 
     def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
+        if self.enabled:
+            log.info(text)
 
     def close(self) -> None:
         if not self.enabled:

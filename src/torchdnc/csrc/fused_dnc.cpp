@@ -372,15 +372,19 @@ template <typename T> struct Workspace {
   std::vector<T> a, b, c, d, e, norms_old, norms_new;
 };
 
-// One memory step of one batch element, in place on (M, u, L, p, wr, ww).
+// One memory step of one batch element, in place on (M, u, L, p, wr, ww). The
+// step's quantities go to the saved slots `t` (per-step arrays) and `t1` (the
+// [T+1] arrays of states after each step): t and t + 1 when the backward will
+// need them, fixed slots when nothing is kept (no_grad / inference).
 template <typename T>
 void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads, const Dims& d,
-                    const Layout& lay, Saved<T>& s, int64_t t, int64_t b, Workspace<T>& ws) {
+                    const Layout& lay, Saved<T>& s, int64_t t, int64_t t1, int64_t b,
+                    Workspace<T>& ws) {
   const int64_t N = d.N, W = d.W, R = d.R, K = d.K, B = d.B;
   auto& P = ws.parsed;
   P.parse(xi, d, lay);
   // 1. usage from the previous weights (write weights without gradient).
-  T* u_new = s.usage + ((t + 1) * B + b) * N;
+  T* u_new = s.usage + (t1 * B + b) * N;
   for (int64_t n = 0; n < N; ++n) {
     T unwritten = 1;
     for (int64_t k = 0; k < K; ++k) unwritten = unwritten * (T(1) - ww[k * N + n]);
@@ -406,7 +410,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   }
   // 3. write weights from content on the OLD memory.
   T* wcontent = s.write_content + sbk;
-  T* ww_new = s.write_weights + ((t + 1) * B + b) * K * N;
+  T* ww_new = s.write_weights + (t1 * B + b) * K * N;
   ws.norms_old.resize(N);
   row_norms(M, N, W, ws.norms_old.data());
   for (int64_t k = 0; k < K; ++k) {
@@ -421,7 +425,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   // 5 + 7. links from the PREVIOUS precedence (then precedence), with the forward
   // and backward weights from the NEW links and the PREVIOUS read weights; the
   // read content on the NEW memory (6) does not depend on them.
-  T* p_new = s.precedence + ((t + 1) * B + b) * K * N;
+  T* p_new = s.precedence + (t1 * B + b) * K * N;
   const int64_t db = (t * B + b) * R * K * N;
   T* fw = s.forward + db;
   T* bw = s.backward + db;
@@ -440,7 +444,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
     content_forward(M, ws.norms_new.data(), P.read_keys + r * W, P.read_strengths[r], N, W,
                     rcontent + r * N, ws.b);
   // 8. read weights and read vectors.
-  T* wr_new = s.read_weights + ((t + 1) * B + b) * R * N;
+  T* wr_new = s.read_weights + (t1 * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
   for (int64_t r = 0; r < R; ++r) {
     const T* pi = P.read_modes + r * modes;
@@ -492,8 +496,52 @@ struct Boundaries {
   std::vector<int64_t> starts;
 };
 
-// Forward over the whole sequence. Returns the outputs and every tensor the
-// backward needs (opaque to Python apart from the first ten).
+// The invariants the kernel relies on; fused.py checks the user-facing ones
+// with clear messages before it gets here.
+void check_forward_inputs(const torch::Tensor& projected, const torch::Tensor& w_cat,
+                          const torch::Tensor& w_xi, const torch::Tensor& b_xi,
+                          const std::vector<torch::Tensor>& state, const torch::Tensor& keep) {
+  TORCH_CHECK(projected.dim() == 3, "fused_dnc: projected must be [B, T, 4H]");
+  TORCH_CHECK(projected.device().is_cpu(), "fused_dnc: CPU tensors only");
+  TORCH_CHECK(projected.scalar_type() == torch::kFloat || projected.scalar_type() == torch::kDouble,
+              "fused_dnc: float32 or float64 only");
+  const auto dtype = projected.scalar_type();
+  for (const auto& t : {w_cat, w_xi, b_xi})
+    TORCH_CHECK(t.scalar_type() == dtype && t.device().is_cpu(), "fused_dnc: weights must match projected");
+  for (const auto& t : state)
+    TORCH_CHECK(t.scalar_type() == dtype && t.device().is_cpu(),
+                "fused_dnc: state tensors must be CPU tensors of projected's dtype");
+  const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
+  const int64_t H = state[0].size(1);
+  TORCH_CHECK(G == 4 * H, "fused_dnc: projected has ", G, " gate inputs, expected 4 H = ", 4 * H);
+  TORCH_CHECK(state[2].dim() == 3 && state[2].size(0) == B, "fused_dnc: r0 must be [B, R, W]");
+  const int64_t R = state[2].size(1), W = state[2].size(2);
+  TORCH_CHECK(R >= 1 && R <= kMaxReads, "fused_dnc: R = ", R, " outside 1..", kMaxReads);
+  TORCH_CHECK(state[3].dim() == 3 && state[3].size(0) == B && state[3].size(2) == W,
+              "fused_dnc: memory must be [B, N, W]");
+  const int64_t N = state[3].size(1);
+  TORCH_CHECK(state[5].dim() == 4 && state[5].size(0) == B && state[5].size(2) == N &&
+                  state[5].size(3) == N, "fused_dnc: link must be [B, K, N, N]");
+  const int64_t K = state[5].size(1);
+  TORCH_CHECK(w_cat.size(0) == G && w_cat.size(1) == R * W + H, "fused_dnc: w_cat must be [4H, R W + H]");
+  TORCH_CHECK(w_xi.dim() == 2 && w_xi.size(1) == H && b_xi.numel() == w_xi.size(0),
+              "fused_dnc: w_xi must be [I, H], b_xi [I]");
+  const std::vector<std::vector<int64_t>> shapes{{B, H}, {B, H}, {B, R, W}, {B, N, W}, {B, N},
+                                                 {B, K, N, N}, {B, K, N}, {B, R, N}, {B, K, N}};
+  for (size_t i = 0; i < shapes.size(); ++i)
+    TORCH_CHECK(state[i].sizes().vec() == shapes[i], "fused_dnc: state tensor ", i, " has shape ",
+                state[i].sizes(), ", expected ", c10::IntArrayRef(shapes[i]));
+  TORCH_CHECK(keep.numel() == 0 || (keep.scalar_type() == torch::kBool && keep.dim() == 2 &&
+                                    keep.size(0) == B && keep.size(1) == T),
+              "fused_dnc: keep must be an empty tensor or a bool [B, T] mask");
+}
+
+// Forward over the whole sequence. Returns the ten outputs (hidden [B, T, H],
+// reads [B, T, R, W], the final h, c, M, u, L, p, w^r, w^w) and, with `store`,
+// every tensor the backward needs (opaque to Python) and the recompute
+// boundaries. Without `store` (no_grad / inference) nothing per step is kept
+// beyond the outputs: the per-step arrays shrink to one or two slots reused
+// every step, so memory does not grow with T.
 std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forward(
     torch::Tensor projected,  // [B, T, 4H]: W_ih[:, :input] x_t + b_ih + b_hh
     torch::Tensor w_cat,      // [4H, R W + H]: [W_ih[:, input:], W_hh]
@@ -501,7 +549,8 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor h0, torch::Tensor c0, torch::Tensor r0,  // [B,H], [B,H], [B,R,W]
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
-    double clip, bool oneplus, int64_t chunk) {
+    double clip, bool oneplus, int64_t chunk, bool store) {
+  check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
   Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus};
@@ -509,30 +558,35 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
   auto opts = projected.options();
   auto boundaries = std::make_shared<Boundaries>();
-  boundaries->starts = chunk_starts(T, chunk);
+  if (store) boundaries->starts = chunk_starts(T, chunk);
   auto iopts = opts.dtype(torch::kInt32);
   const bool masked = keep.numel() > 0;
-  auto keep_c = masked ? keep.to(torch::kBool).contiguous() : keep;
+  auto keep_c = masked ? keep.contiguous() : keep;
+  // Slots of the per-step arrays: [T] arrays use slot at(t), [T + 1] arrays
+  // (the state before / after each step) slot at1(t).
+  const int64_t steps = store ? T : 1, states = store ? T + 1 : 2;
+  auto at = [&](int64_t t) { return store ? t : int64_t(0); };
+  auto at1 = [&](int64_t t) { return store ? t : t % 2; };
 
-  auto hidden = torch::empty({T + 1, B, H}, opts);  // h_t clipped; [0] = h0
-  auto cell = torch::empty({T + 1, B, H}, opts);
-  auto cell_raw = torch::empty({T, B, H}, opts);    // c' before clipping
-  auto tanh_cell = torch::empty({T, B, H}, opts);   // tanh(c')
-  auto gates = torch::empty({T, B, G}, opts);        // i, f, g, o activations
-  auto xis = torch::empty({T, B, d.I}, opts);        // raw interface vectors
-  auto reads = torch::empty({T + 1, B, R, W}, opts); // [0] = r0
-  auto inputs = torch::empty({T, B, R * W + H}, opts);  // controller inputs [r_{t-1}; h_{t-1}]
-  auto usage = torch::empty({T + 1, B, N}, opts);
-  auto read_w = torch::empty({T + 1, B, R, N}, opts);
-  auto write_w = torch::empty({T + 1, B, K, N}, opts);
-  auto prec = torch::empty({T + 1, B, K, N}, opts);
-  auto simulated = torch::empty({T, B, K, N}, opts);
-  auto alloc = torch::empty({T, B, K, N}, opts);
-  auto order = torch::empty({T, B, K, N}, iopts);
-  auto wcontent = torch::empty({T, B, K, N}, opts);
-  auto rcontent = torch::empty({T, B, R, N}, opts);
-  auto fwd = torch::empty({T, B, R, K, N}, opts);
-  auto bwd = torch::empty({T, B, R, K, N}, opts);
+  auto hidden = torch::empty({T + 1, B, H}, opts);  // h_t clipped; [0] = h0 (an output)
+  auto reads = torch::empty({T + 1, B, R, W}, opts); // [0] = r0 (an output)
+  auto cell = torch::empty({states, B, H}, opts);
+  auto cell_raw = torch::empty({steps, B, H}, opts);    // c' before clipping
+  auto tanh_cell = torch::empty({steps, B, H}, opts);   // tanh(c')
+  auto gates = torch::empty({steps, B, G}, opts);        // i, f, g, o activations
+  auto xis = torch::empty({steps, B, d.I}, opts);        // raw interface vectors
+  auto inputs = torch::empty({store ? T : 2, B, R * W + H}, opts);  // controller inputs [r_{t-1}; h_{t-1}]
+  auto usage = torch::empty({states, B, N}, opts);
+  auto read_w = torch::empty({states, B, R, N}, opts);
+  auto write_w = torch::empty({states, B, K, N}, opts);
+  auto prec = torch::empty({states, B, K, N}, opts);
+  auto simulated = torch::empty({steps, B, K, N}, opts);
+  auto alloc = torch::empty({steps, B, K, N}, opts);
+  auto order = torch::empty({steps, B, K, N}, iopts);
+  auto wcontent = torch::empty({steps, B, K, N}, opts);
+  auto rcontent = torch::empty({steps, B, R, N}, opts);
+  auto fwd = torch::empty({steps, B, R, K, N}, opts);
+  auto bwd = torch::empty({steps, B, R, K, N}, opts);
 
   auto M = M0.contiguous().clone();
   auto L = L0.contiguous().clone();
@@ -567,23 +621,24 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     }
     const int64_t memory_grain = grain(d);
     for (int64_t t = 0; t < T; ++t) {
+      const int64_t ts = at(t), ts0 = at1(t), ts1 = at1(t + 1);
       const auto& starts = boundaries->starts;
       if (boundaries->memory.size() < starts.size() && starts[boundaries->memory.size()] == t) {
         boundaries->memory.push_back(M.clone());
         boundaries->link.push_back(L.clone());
       }
-      at::addmm_out(z, proj_t[t], inputs[t], wct);
+      at::addmm_out(z, proj_t[t], inputs[ts0], wct);
       // Controller: LSTM gates i, f, g, o (vectorised by ATen), cell, hidden, clipping.
-      auto gates_t = gates[t];
+      auto gates_t = gates[ts];
       at::sigmoid_out(gates_t, z);
       auto candidate = gates_t.narrow(1, 2 * H, H);
       at::tanh_out(candidate, z.narrow(1, 2 * H, H));
       T_* gp = gates_t.data_ptr<T_>();
-      T_* cprev = cell[t].data_ptr<T_>();
+      T_* cprev = cell[ts0].data_ptr<T_>();
       T_* hprev = hidden[t].data_ptr<T_>();
-      T_* cnew = cell[t + 1].data_ptr<T_>();
+      T_* cnew = cell[ts1].data_ptr<T_>();
       T_* hnew = hidden[t + 1].data_ptr<T_>();
-      T_* craw = cell_raw[t].data_ptr<T_>();
+      T_* craw = cell_raw[ts].data_ptr<T_>();
       for (int64_t b = 0; b < B; ++b) {
         const T_* gb = gp + b * G;
         const T_* cp = cprev + b * H;
@@ -591,10 +646,10 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
         _Pragma("omp simd")
         for (int64_t j = 0; j < H; ++j) cr[j] = gb[H + j] * cp[j] + gb[j] * gb[2 * H + j];
       }
-      auto tanh_t = tanh_cell[t];
-      at::tanh_out(tanh_t, cell_raw[t]);
+      auto tanh_t = tanh_cell[ts];
+      at::tanh_out(tanh_t, cell_raw[ts]);
       const T_* tc = tanh_t.data_ptr<T_>();
-      T_* next_inp = t + 1 < T ? inputs[t + 1].data_ptr<T_>() : nullptr;
+      T_* next_inp = t + 1 < T ? inputs[ts1].data_ptr<T_>() : nullptr;
       for (int64_t b = 0; b < B; ++b) {
         const bool on = keep_p == nullptr || keep_p[b * T + t];
         const T_* gb = gp + b * G;
@@ -614,9 +669,9 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
         }
         if (next_inp != nullptr) std::copy(hn, hn + H, next_inp + b * (RW + H) + RW);
       }
-      auto xi_out = xis[t];
+      auto xi_out = xis[ts];
       at::addmm_out(xi_out, b_xi, hidden[t + 1], wxit);
-      T_* xip = xis[t].data_ptr<T_>();
+      T_* xip = xis[ts].data_ptr<T_>();
       T_* Mp = M.data_ptr<T_>(); T_* Lp = L.data_ptr<T_>(); T_* up = u_cur.data_ptr<T_>();
       T_* pp = p_cur.data_ptr<T_>(); T_* wrp = wr_cur.data_ptr<T_>(); T_* wwp = ww_cur.data_ptr<T_>();
       T_* rnext = reads[t + 1].data_ptr<T_>();
@@ -628,12 +683,12 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
           if (on) {
             memory_forward(xip + b * d.I, Mp + b * N * W, up + b * N, Lp + b * K * N * N,
                            pp + b * K * N, wrp + b * R * N, wwp + b * K * N, rnext + b * R * W, d,
-                           lay, s, t, b, ws);
+                           lay, s, ts, ts1, b, ws);
           } else {  // padding: the state is carried through unchanged
-            std::copy(up + b * N, up + (b + 1) * N, s.usage + ((t + 1) * B + b) * N);
-            std::copy(wrp + b * R * N, wrp + (b + 1) * R * N, s.read_weights + ((t + 1) * B + b) * R * N);
-            std::copy(wwp + b * K * N, wwp + (b + 1) * K * N, s.write_weights + ((t + 1) * B + b) * K * N);
-            std::copy(pp + b * K * N, pp + (b + 1) * K * N, s.precedence + ((t + 1) * B + b) * K * N);
+            std::copy(up + b * N, up + (b + 1) * N, s.usage + (ts1 * B + b) * N);
+            std::copy(wrp + b * R * N, wrp + (b + 1) * R * N, s.read_weights + (ts1 * B + b) * R * N);
+            std::copy(wwp + b * K * N, wwp + (b + 1) * K * N, s.write_weights + (ts1 * B + b) * K * N);
+            std::copy(pp + b * K * N, pp + (b + 1) * K * N, s.precedence + (ts1 * B + b) * K * N);
             std::copy(rprev + b * R * W, rprev + (b + 1) * R * W, rnext + b * R * W);
           }
           if (next_inp != nullptr)
@@ -642,12 +697,16 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
       });
     }
   });
+  const int64_t last = at1(T);
   std::vector<torch::Tensor> out{
       hidden.narrow(0, 1, T).transpose(0, 1), reads.narrow(0, 1, T).transpose(0, 1),
-      hidden[T], cell[T], M, usage[T], L, prec[T], read_w[T], write_w[T],
-      // saved for backward
-      hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w, prec,
-      simulated, alloc, order, wcontent, rcontent, fwd, bwd, keep_c, tanh_cell};
+      hidden[T], cell[last], M, usage[last], L, prec[last], read_w[last], write_w[last]};
+  if (store) {  // saved for backward
+    for (const auto& t : {hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w,
+                          prec, simulated, alloc, order, wcontent, rcontent, fwd, bwd, keep_c,
+                          tanh_cell})
+      out.push_back(t);
+  }
   return {out, boundaries};
 }
 

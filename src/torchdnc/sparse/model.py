@@ -76,6 +76,7 @@ class SparseDNCConfig:
     usage: str = "last_access"
     usage_threshold: float = 0.005  # delta: an access counts when its weight exceeds this
     usage_discount: float = 0.99  # lambda of the discounted usage
+    check_finite: bool = True  # as DNCConfig.check_finite
 
     def __post_init__(self) -> None:
         for name in ("input_size", "output_size", "hidden_size", "num_layers", "memory_size",
@@ -107,8 +108,9 @@ class SparseDNCConfig:
         if not (isinstance(self.usage_discount, (int, float)) and 0 < self.usage_discount < 1):
             raise ValueError(f"usage_discount: expected a number in (0, 1), "
                              f"got {self.usage_discount!r}")
-        if not isinstance(self.batch_first, bool):
-            raise ValueError(f"batch_first: expected True or False, got {self.batch_first!r}")
+        for name in ("batch_first", "check_finite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dense(cls, config: DNCConfig, **sparse: Any) -> "SparseDNCConfig":
@@ -193,8 +195,8 @@ class SparseDNC(RecurrentMemoryModel):
     def __init__(self, config: SparseDNCConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
 
-        def memory_layers(c: SparseDNCConfig) -> None:
-            self.interface = nn.Linear(c.hidden_size, sparse_interface_size(
+        def memory_layers(c: SparseDNCConfig, controller_output: int) -> None:
+            self.interface = nn.Linear(controller_output, sparse_interface_size(
                 c.num_reads, c.word_size, c.link_entries > 0))
 
         self._build(SparseDNCConfig, config, kwargs, memory_layers)
@@ -242,14 +244,15 @@ class SparseDNC(RecurrentMemoryModel):
         Returns:
             ``(y, state)`` or ``(y, state, trace)`` with a `SparseDNCTrace`.
         """
-        self._check_inputs(x, state, mask)
+        keep = self._check_inputs(x, state, mask)
         if not self.config.batch_first:
             x = x.transpose(0, 1)
-            mask = None if mask is None else mask.transpose(0, 1)
+            keep = None if keep is None else keep.transpose(0, 1)
         batch, steps = x.shape[:2]
         if state is None:
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
-        keep = None if mask is None else mask.to(torch.bool)
+        if keep is not None:  # padding may hold anything (NaN too): it must not reach a gradient
+            x = torch.where(keep.unsqueeze(-1), x, 0.0)
         c = self.config
         clip = c.clip
 
@@ -262,10 +265,7 @@ class SparseDNC(RecurrentMemoryModel):
         for t in range(steps):
             keep_t = None if keep is None else keep[:, t]
             hidden, new_controller = self.controller.step(projected[:, t], reads.flatten(1),
-                                                          controller_state)
-            if clip:
-                hidden = hidden.clamp(-clip, clip)
-                new_controller = map_state(lambda s: s.clamp(-clip, clip), new_controller)
+                                                          controller_state, clip)
             interface = parse_sparse_interface(self.interface(hidden), c.num_reads, c.word_size,
                                                c.link_entries > 0, c.strength_activation)
             memory_state, new_reads, step_trace = access.step(memory_state, interface, keep_t)
@@ -288,7 +288,7 @@ class SparseDNC(RecurrentMemoryModel):
         if clip:
             y = y.clamp(-clip, clip)
         if keep is not None:
-            y = y * keep.unsqueeze(-1).to(y.dtype)
+            y = torch.where(keep.unsqueeze(-1), y, 0.0)
         if not c.batch_first:
             y = y.transpose(0, 1)
         if return_trace:
