@@ -63,7 +63,8 @@ class Arbitrary:
 def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": 1, "model": Arbitrary(), "optimizer": {}, "step": 0, "config": {}}, path)
-    with pytest.raises(CheckpointError, match=f"checkpoint {path} is truncated or corrupted"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} refused: it holds Python objects "
+                                              "that would run code when loaded .it names test_train.Arbitrary"):
         checkpoint.load(path)
 
 
@@ -267,6 +268,79 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     losses = [loss for _, loss in train_losses(single)]
     assert [loss for _, loss in train_losses(double)] == pytest.approx(losses, rel=1e-5)
+
+
+def _worker_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of the torchrun workers under ``parent``."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != parent:
+                continue
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        for entry in environ:
+            if entry.startswith(b"RANK="):
+                found[int(entry[5:])] = int(stat.parent.name)
+    return found
+
+
+@pytest.mark.parametrize("rank", [1, 0])
+def test_ddp_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, rank):
+    run = tmp_path / "ddp"
+    overrides = [f"--{k}={v}" for k, v in TINY.items()] + ["--iterations=1000000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "torchdnc", "train", "copy", "--out", str(run), *overrides],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len([r for r in read_metrics(run) if r["kind"] == "train"]) < 3:
+            time.sleep(0.2)
+        workers = _worker_pids(launcher.pid)
+        assert sorted(workers) == [0, 1], workers
+        os.kill(workers[rank], signal.SIGTERM)  # one rank only
+        output, _ = launcher.communicate(timeout=120)  # a hang here fails the test
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    end = [r for r in read_metrics(run) if r["kind"] == "end"][-1]
+    # rank_parameter_spread is a collective after the loop: both ranks left it together.
+    assert end["rank_parameter_spread"] == 0.0, output.decode()[-2000:]
+    assert end["interrupted"] == ("SIGTERM" if rank == 0 else "a signal to another rank")
+    assert checkpoint.load(run)["step"] == end["step"] >= 3
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_collectives_use_the_process_group_device(monkeypatch):
+    """What a NCCL run does: every tensor in a collective is on the group's device."""
+    import torch.distributed as dist
+
+    import torchdnc.train as train_module
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def all_reduce(tensor, op=None):
+        seen.append(tensor.device)
+        raise Stop
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    ddp = train_module.Distributed(rank=0, world_size=2, device=torch.device("meta"))
+    model = torch.nn.Linear(2, 2)
+    calls = [lambda: train_module._reduce_window({"steps": 1.0, "loss": 1.0, "grad_norm": 1.0},
+                                                 ddp, tiny_config().make_task()),
+             lambda: ddp.any(True, False),
+             lambda: train_module._rank_parameter_spread(model, ddp)]
+    for call in calls:
+        with pytest.raises(Stop):
+            call()
+    assert seen == [torch.device("meta")] * 3
 
 
 def test_babi_trains_evaluates_per_task_and_plots_a_story(tmp_path, capsys):

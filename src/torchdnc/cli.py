@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -171,8 +172,35 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.captureWarnings(True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every usage error on one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return convert
+
+
+def _device(text: str) -> str:
+    prefix, _, index = text.partition(":")
+    if text in ("cpu", "cuda", "auto") or (prefix == "cuda" and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="torchdnc", description="Differentiable Neural Computer: train, evaluate, plot.")
     parser.add_argument("--version", action="version", version=f"torchdnc {torchdnc.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -192,12 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a run on fresh data, also beyond training")
     evaluate.add_argument("run_dir", help="run directory")
-    evaluate.add_argument("--batches", type=int, default=10, help="batches per row (default 10)")
-    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    evaluate.add_argument("--memory-size", type=int, default=None,
+    evaluate.add_argument("--batches", type=_at_least(1), default=10,
+                          help="batches per row (default 10)")
+    evaluate.add_argument("--batch-size", type=_at_least(1), default=32, help="batch size (default 32)")
+    evaluate.add_argument("--memory-size", type=_at_least(1), default=None,
                           help="the larger memory N to test with (default 4x training N)")
-    evaluate.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    evaluate.add_argument("--seed", type=_at_least(0), default=0, help="data seed (default 0)")
+    evaluate.add_argument("--device", type=_device, default="cpu",
+                          help="cpu, cuda, cuda:N or auto (default cpu)")
     evaluate.add_argument("--last", action="store_true",
                           help="evaluate the last checkpoint, not best.pt (the best validation "
                                "result, kept by runs with keep_best)")
@@ -205,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="write a run's figures as PNG")
     plot.add_argument("run_dir", help="run directory")
-    plot.add_argument("--seed", type=int, default=0, help="seed of the example drawn (default 0)")
+    plot.add_argument("--seed", type=_at_least(0), default=0,
+                      help="seed of the example drawn (default 0)")
     plot.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
     plot.set_defaults(run=_plot)
 
@@ -223,13 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the version and the default configuration")
     info.set_defaults(run=_info)
     demo = commands.add_parser("demo", help="run an untrained DNC and print what its memory did")
-    demo.add_argument("--steps", type=int, default=10, help="sequence length (default 10)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--steps", type=_at_least(1), default=10, help="sequence length (default 10)")
+    demo.add_argument("--seed", type=_at_least(0), default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; every error ends in one line on stderr (exit 2; 130 when
+    interrupted). ``TORCHDNC_DEBUG=1`` shows the traceback of unexpected ones."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -237,15 +270,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if extra and not getattr(args, "extra_allowed", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging()
+    command = f"torchdnc {args.command}"
+    try:
+        return args.run(args, extra)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get("TORCHDNC_DEBUG"):
+            raise
+        print(f"{command}: error: {describe_error(error)}", file=sys.stderr)
+        return 2
+
+
+def describe_error(error: BaseException) -> str:
+    """One line that names the problem."""
     from torchdnc.checkpoint import CheckpointError
     from torchdnc.train import RunError
 
-    configure_logging()
-    try:
-        return args.run(args, extra)
-    except (ValueError, RunError, CheckpointError) as error:
-        print(f"torchdnc {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    if isinstance(error, UnicodeDecodeError):
+        text = f"a file is not UTF-8 text ({error.reason} at byte {error.start})"
+    elif isinstance(error, OSError) and error.filename is not None and not isinstance(
+            error, FileNotFoundError) or (isinstance(error, FileNotFoundError) and error.filename):
+        text = f"{error.strerror or type(error).__name__}: {error.filename}"
+    elif isinstance(error, (ValueError, RunError, CheckpointError, OSError, KeyError)):
+        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    else:
+        text = f"{type(error).__name__}: {error} (unexpected; TORCHDNC_DEBUG=1 shows the traceback)"
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":

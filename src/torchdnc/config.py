@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchdnc import checks
 from torchdnc.dnc import DNCConfig, dataclass_from_dict
 from torchdnc.tasks import TASKS, make_task
 
@@ -78,21 +79,27 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task: unknown task {self.task!r}; valid tasks: {sorted(TASKS)}")
-        if self.model not in MODELS:
-            raise ValueError(f"model: expected one of {MODELS}, got {self.model!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
+        checks.choice("model", self.model, MODELS)
+        checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("batch_size", "iterations", "eval_interval", "eval_batches",
                      "checkpoint_interval", "log_interval", "solved_patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if isinstance(self.early_stop_patience, bool) or not isinstance(self.early_stop_patience, int) \
-                or self.early_stop_patience < 0:
-            raise ValueError(f"early_stop_patience: expected an integer >= 0, got {self.early_stop_patience!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected a number > 0, got {self.lr!r}")
-        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            checks.integer(name, getattr(self, name), 1)
+        checks.integer("early_stop_patience", self.early_stop_patience, 0)
+        checks.integer("lstm_hidden_size", self.lstm_hidden_size, 0,
+                       note="0 matches the DNC's parameter count")
+        checks.integer("threads", self.threads, 0, note="0 leaves torch's default")
+        checks.integer("seed", self.seed, 0, 2**63 - 1)
+        checks.number("lr", self.lr, above=0)
+        checks.number("momentum", self.momentum, 0, below=1)
+        checks.number("rmsprop_alpha", self.rmsprop_alpha, 0, below=1)
+        checks.number("optimizer_eps", self.optimizer_eps, above=0)
+        checks.number("grad_clip", self.grad_clip, 0, note="a global gradient norm; 0 disables")
+        checks.number("curriculum_threshold", self.curriculum_threshold, 0)
+        checks.number("solved_threshold", self.solved_threshold, 0, note="0: never stop early")
+        for name in ("curriculum", "keep_best", "progress"):
+            checks.boolean(name, getattr(self, name))
+        if not isinstance(self.device, str) or (
+                self.device not in ("cpu", "cuda", "auto") and not _is_cuda_index(self.device)):
             raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
         unknown = sorted(set(self.dnc) - set(_dnc_defaults()))
         if unknown:
@@ -102,6 +109,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"sparse: unknown field(s) {unknown}; valid fields: "
                              f"{sorted(_sparse_defaults())}")
+        # The model's own checks, now rather than after the data has loaded.
+        sizes = {name: 1 for name in TASK_DECIDES if name != "batch_first"}
+        if self.model == "sparse":
+            from torchdnc.sparse import SparseDNCConfig
+
+            SparseDNCConfig.from_dense(DNCConfig(**sizes, **self.dnc), **self.sparse)
+        else:
+            DNCConfig(**sizes, **self.dnc)
         make_task(self.task, self.task_options)  # validates the options
 
     def make_task(self):
@@ -228,6 +243,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
 def presets_for(task: str) -> dict[str, dict[str, Any]]:
     return PRESETS.get(task, {"default": {}})
 
@@ -327,13 +347,27 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config file {path}: not UTF-8 text ({error.reason} at byte "
+                         f"{error.start})") from None
     if path.suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"config file {path}: not valid JSON ({error.msg} at line "
+                             f"{error.lineno}, column {error.colno})") from None
     else:
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise ValueError(f"config file {path}: not valid YAML ({problem}{where})") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path}: expected a mapping of option names to values")
     flat: dict[str, Any] = {}

@@ -12,6 +12,7 @@ processes compute what one process computes on the whole batch.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -39,10 +40,15 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
 
 
 class RunError(RuntimeError):
     """A run directory cannot be used as asked (exists, missing, mismatched)."""
+
+
+class TrainingDiverged(RunError):
+    """The loss or the gradients became NaN or infinite; the run stopped."""
 
 
 # -- building ---------------------------------------------------------------
@@ -85,7 +91,16 @@ def eval_generator(seed: int, step: int) -> torch.Generator:
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, params: dict[str, Any], batches: int, batch_size: int,
              generator: torch.Generator, device: torch.device) -> dict[str, float]:
-    """Per-sequence means of the task metrics over ``batches`` fresh batches."""
+    """Per-sequence means of the task metrics over ``batches`` fresh batches (in eval mode)."""
+    training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, task, params, batches, batch_size, generator, device)
+    finally:
+        model.train(training)
+
+
+def _evaluate(model, task, params, batches, batch_size, generator, device) -> dict[str, float]:
     totals: dict[str, float] = {}
     for batch in task.validation_batches(batch_size, generator, batches, **params):
         batch = batch.to(device)
@@ -102,9 +117,13 @@ def evaluate(model: nn.Module, task: Task, params: dict[str, Any], batches: int,
 
 @dataclass
 class Distributed:
+    """This process's place in a DDP run; its collectives use tensors on ``device``
+    (the GPU of a NCCL group, the CPU of a gloo group)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def enabled(self) -> bool:
@@ -114,6 +133,19 @@ class Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
+    def all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        """Element-wise sum (or max, or min) of ``values`` over the ranks."""
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX,
+                                    "min": dist.ReduceOp.MIN}[op])
+        return tensor.tolist()
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag true on any rank (one collective for all of them)."""
+        return [value > 0 for value in self.all_reduce([float(f) for f in flags], "max")]
+
 
 def setup_distributed(device_name: str) -> Distributed:
     """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
@@ -122,11 +154,12 @@ def setup_distributed(device_name: str) -> Distributed:
         return Distributed()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    return Distributed(rank, world_size, local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return Distributed(rank, world_size, local_rank, device)
 
 
 def teardown_distributed(ddp: Distributed) -> None:
@@ -145,6 +178,8 @@ def teardown_distributed(ddp: Distributed) -> None:
 
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
     """Create ``run_dir``; an existing run is replaced only with ``force``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} is a file, not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not force:
             raise RunError(f"run directory {run_dir} already exists; pass --force to overwrite it "
@@ -152,8 +187,54 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
         if not (run_dir / CONFIG_FILE).exists():
             raise RunError(f"run directory {run_dir} is not empty and holds no {CONFIG_FILE}: "
                            "refusing to delete it even with --force")
+        with RunLock(run_dir):  # not while another process trains in it
+            pass
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create run directory {run_dir}: {error.strerror or error}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunError(f"run directory {run_dir} is not writable")
+
+
+class RunLock:
+    """An exclusive lock on a run directory for as long as a process trains in it,
+    so that two ``--resume`` of one run cannot both write to it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return self
+        try:
+            self.handle = open(self.path, "a+")
+        except OSError as error:
+            raise RunError(f"cannot write in run directory {self.path.parent}: "
+                           f"{error.strerror or error}") from None
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            self.handle = None
+            raise RunError(f"run directory {self.path.parent} is in use by {holder}; wait for it "
+                           "to finish (or stop it) before training in it") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"torchdnc process {os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.close()  # releases the lock
+            self.handle = None
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -293,25 +374,55 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
         differences = describe_difference(stored_config, config)
         if differences:
             raise RunError("cannot resume with a different model or task: " + "; ".join(differences))
-        stored = checkpoint.load(run_dir / checkpoint.CHECKPOINT, map_location="cpu")
-    elif ddp.main:
-        prepare_run_dir(run_dir, force)
-    if ddp.enabled:
-        dist.barrier()
-    if ddp.main:
-        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
+    # Everything that can fail on bad input (data, sizes) happens before the run
+    # directory is created, so that a failed start leaves nothing in the way.
     torch.manual_seed(config.seed)
     task = config.make_task()
     levels = task.levels()
     model = build_model(config, task).to(device)
     optimizer = build_optimizer(config, model)
+    with contextlib.ExitStack() as resources:
+        if resume:
+            if ddp.main:
+                resources.enter_context(RunLock(run_dir))
+            stored = checkpoint.load(run_dir / checkpoint.CHECKPOINT, map_location="cpu")
+            _check_checkpoint_fits(stored, config, run_dir)
+        elif ddp.main:
+            prepare_run_dir(run_dir, force)
+            resources.enter_context(RunLock(run_dir))
+        if ddp.main:
+            checkpoint.remove_stale_temporaries(run_dir)
+        if ddp.enabled:
+            dist.barrier()
+        if ddp.main:
+            (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        return _loop(config, run_dir, ddp, device, task, levels, model, optimizer, stored)
+
+
+def _check_checkpoint_fits(stored: dict[str, Any], config: TrainConfig, run_dir: Path) -> None:
+    """A checkpoint copied from another run is refused by name, not by a torch error."""
+    try:
+        differences = describe_difference(TrainConfig.from_dict(stored["config"]), config)
+    except (TypeError, ValueError) as error:
+        raise RunError(f"{run_dir / checkpoint.CHECKPOINT} holds an unreadable config ({error})") from None
+    if differences:
+        raise RunError(f"{run_dir / checkpoint.CHECKPOINT} was written by another configuration "
+                       f"than {run_dir / CONFIG_FILE}: " + "; ".join(differences))
+
+
+def _loop(config: TrainConfig, run_dir: Path, ddp: Distributed, device: torch.device, task: Task,
+          levels: list[dict[str, Any]], model: nn.Module, optimizer, stored) -> dict[str, Any]:
     data = torch.Generator().manual_seed(config.seed)
     progress = Progress(level=0 if config.curriculum else len(levels) - 1)
     if stored is not None:
         _truncate_metrics(run_dir, stored["step"], ddp)
-        model.load_state_dict(stored["model"])
-        optimizer.load_state_dict(stored["optimizer"])
+        try:
+            model.load_state_dict(stored["model"])
+            optimizer.load_state_dict(stored["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            first = str(error).strip().splitlines()
+            raise RunError(f"{run_dir / checkpoint.CHECKPOINT} does not fit this model "
+                           f"({first[0] if first else type(error).__name__})") from None
         data.set_state(stored["data_rng"])
         torch.set_rng_state(stored["torch_rng"])
         progress = Progress(**stored["progress"])
@@ -327,22 +438,26 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
                 "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(),
                 "progress": vars(progress).copy(), "task_levels": levels}
 
-    def save() -> None:
-        if ddp.main and saved_at["step"] != progress.step:
+    def save(name: str = checkpoint.CHECKPOINT) -> None:
+        if not ddp.main or (name == checkpoint.CHECKPOINT and saved_at["step"] == progress.step):
+            return
+        if not _finite(model):  # never a checkpoint with NaN / inf weights
+            raise TrainingDiverged(f"at step {progress.step}: the weights became NaN or infinite")
+        if name == checkpoint.CHECKPOINT:
             saved_at["step"] = progress.step
-            checkpoint.save(run_dir, payload())
+        checkpoint.save(run_dir, payload(), name=name)
 
     def save_best() -> None:
-        if ddp.main and config.keep_best:
-            checkpoint.save(run_dir, payload(), name=checkpoint.BEST)
+        if config.keep_best:
+            save(checkpoint.BEST)
 
     logger = Logger(run_dir, config, progress.step, ddp.main)
-    if not resume:
+    if stored is None:
         logger.log("start", 0, {"parameters": sum(p.numel() for p in model.parameters()),
                                 "curriculum": task.describe_curriculum(),
                                 "world_size": ddp.world_size})
     started, last_time, last_step = time.time(), time.time(), progress.step
-    interrupted, end_info = None, {}
+    interrupted, diverged, end_info = None, None, {}
     try:
         with stop_on_signals() as stop:
             while progress.step < config.iterations and not (progress.solved or progress.stopped_early):
@@ -352,11 +467,23 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
                 loss = task.loss(outputs, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = (nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                             if config.grad_clip else torch.zeros(()))
+                # The norm is taken (and finite-checked) even without clipping.
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(),
+                                                     config.grad_clip or math.inf)
+                loss_value, norm_value = float(loss.detach()), float(grad_norm)
+                # One collective per step: every rank stops at the same step, on a
+                # signal to any of them or on a non-finite loss or gradient anywhere.
+                signalled, nonfinite = ddp.any(
+                    bool(stop["signal"]), not (math.isfinite(loss_value) and math.isfinite(norm_value)))
+                if nonfinite:
+                    what = (f"the loss is {loss_value}" if not math.isfinite(loss_value)
+                            else f"the gradient norm is {norm_value}")
+                    diverged = f"at step {progress.step + 1}: {what}" if ddp.world_size == 1 else \
+                        f"at step {progress.step + 1}: the loss or the gradients on some rank"
+                    break
                 optimizer.step()
                 progress.step += 1
-                _accumulate(progress.window, {"loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                _accumulate(progress.window, {"loss": loss_value, "grad_norm": norm_value,
                                               **task.metrics(outputs.detach(), batch)})
 
                 if progress.step % config.log_interval == 0:
@@ -372,39 +499,62 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
                         "level": f"{progress.level + 1}/{len(levels)}"})
                     progress.window = {}
 
-                if progress.step % config.eval_interval == 0 or progress.step == config.iterations:
+                if progress.step % config.eval_interval == 0:
                     _evaluate_and_advance(model, task, levels, config, progress, device, logger,
                                           save_best)
+                elif progress.step == config.iterations:
+                    # Off the evaluation grid, the last evaluation only reports: it moves
+                    # no curriculum and stops nothing, so that extending the budget with
+                    # --resume continues exactly as one longer run would.
+                    _report_evaluation(model, task, levels, config, progress, device, logger)
 
                 if progress.step % config.checkpoint_interval == 0:
                     save()
-                if stop["signal"]:
-                    interrupted = stop["signal"]
+                if signalled:
+                    interrupted = stop["signal"] or "a signal to another rank"
                     break
         if ddp.enabled:
-            end_info["rank_parameter_spread"] = _rank_parameter_spread(model)
+            end_info["rank_parameter_spread"] = _rank_parameter_spread(model, ddp)
     except KeyboardInterrupt:
         interrupted = "SIGINT"
-    finally:
-        save()
+    except TrainingDiverged as error:
+        diverged = str(error)
+    finally:  # a checkpoint on the way out, unless the weights went bad
+        if diverged is None:
+            try:
+                save()
+            except TrainingDiverged as error:
+                diverged = str(error)
         elapsed = time.time() - started
         if progress.best_step >= 0:
             end_info.update(best=progress.best, best_step=progress.best_step,
                             stopped_early=progress.stopped_early)
         logger.log("end", progress.step, {"seconds": elapsed, "interrupted": interrupted,
                                           "solved": progress.solved, "level": progress.level,
-                                          **end_info})
-        logger.message(
-            f"{'interrupted by ' + interrupted + ': ' if interrupted else ''}step {progress.step}, "
-            f"level {progress.level + 1}/{len(levels)}, {elapsed:.0f} s; checkpoint in {run_dir}")
+                                          "diverged": diverged, **end_info})
+        if diverged is None:
+            logger.message(
+                f"{'interrupted by ' + interrupted + ': ' if interrupted else ''}step {progress.step}, "
+                f"level {progress.level + 1}/{len(levels)}, {elapsed:.0f} s; checkpoint in {run_dir}")
         logger.close()
+    if diverged is not None:
+        kept = saved_at["step"]
+        where = (f"the last finite checkpoint (step {kept}) is kept in {run_dir}" if kept >= 0
+                 else f"no checkpoint was written (the first was due at step "
+                      f"{config.checkpoint_interval})")
+        raise TrainingDiverged(f"training diverged {diverged}; {where}. Lower --lr, or check "
+                               "--grad_clip and the optimizer settings")
     return {"step": progress.step, "level": progress.level, "solved": progress.solved,
             "interrupted": interrupted, **progress.last_eval}
 
 
-def _rank_parameter_spread(model: nn.Module) -> float:
+def _finite(model: nn.Module) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
+def _rank_parameter_spread(model: nn.Module, ddp: Distributed) -> float:
     """Largest difference of any parameter between DDP ranks (0 when in step)."""
-    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()]).to(ddp.device)
     high, low = flat.clone(), flat.clone()
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
@@ -420,18 +570,23 @@ def _accumulate(window: dict[str, float], values: dict[str, float]) -> None:
 def _reduce_window(window: dict[str, float], ddp: Distributed, task: Task) -> dict[str, float]:
     """Means over the logging window (and over ranks): losses per step, metrics per sequence."""
     keys = sorted(window)
-    values = torch.tensor([window[k] for k in keys], dtype=torch.float64)
-    if ddp.enabled:
-        dist.all_reduce(values)
-        values[keys.index("steps")] /= ddp.world_size
-        values[keys.index("loss")] /= ddp.world_size
-        values[keys.index("grad_norm")] /= ddp.world_size
-    totals = dict(zip(keys, values.tolist()))
+    totals = dict(zip(keys, ddp.all_reduce([window[k] for k in keys])))
+    for key in ("steps", "loss", "grad_norm"):  # the same on every rank, or per rank: means
+        totals[key] /= ddp.world_size
     steps = totals.pop("steps")
     result = {"loss": totals.pop("loss") / steps, "grad_norm": totals.pop("grad_norm") / steps}
     result.update(task.finalize_metrics(average_metrics(totals)))
     result.pop("sequences", None)
     return result
+
+
+def _report_evaluation(model, task, levels, config, progress, device, logger) -> None:
+    """Evaluate at the current level and log it, changing nothing else."""
+    metrics = evaluate(model, task, levels[progress.level], config.eval_batches, config.batch_size,
+                       eval_generator(config.seed, progress.step), device)
+    metrics.pop("sequences", None)
+    progress.last_eval = {**metrics, "level": progress.level}
+    logger.log("eval", progress.step, {**metrics, "level": progress.level, "report_only": True})
 
 
 def _evaluate_and_advance(model, task, levels, config, progress, device, logger,

@@ -157,8 +157,15 @@ def parse_file(path: Path | str, task: int = 0) -> list[Story]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bAbI file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        return parse_lines(handle, str(path), task)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stories = parse_lines(handle, str(path), task)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                         "is it a bAbI file?") from None
+    if not stories:
+        raise ValueError(f"{path}: no stories in this file (empty?); is it a bAbI file?")
+    return stories
 
 
 # -- where the files are -----------------------------------------------------------

@@ -95,9 +95,9 @@ def candidate_dirs() -> list[Path]:
     working directory, then from the repository root (the parents of the
     package), then ``shared/data/london_underground`` inside the repository root.
     """
+    if os.environ.get(ENV_VAR):  # set: that folder and no other
+        return [Path(os.environ[ENV_VAR])]
     found = []
-    if os.environ.get(ENV_VAR):
-        found.append(Path(os.environ[ENV_VAR]))
     repo_root = Path(__file__).resolve().parents[3]
     found += [Path.cwd().parent / RELATIVE_DIR, repo_root.parent / RELATIVE_DIR,
               repo_root / RELATIVE_DIR]
@@ -108,6 +108,9 @@ def find_london_dir(data_dir: str | Path | None = None) -> Path | None:
     """The data folder to use, or None when none of the candidates exists."""
     if data_dir:
         return Path(data_dir) if Path(data_dir).is_dir() else None
+    if os.environ.get(ENV_VAR) and not Path(os.environ[ENV_VAR]).is_dir():
+        raise FileNotFoundError(f"London Underground data folder {os.environ[ENV_VAR]} "
+                                f"(${ENV_VAR}) does not exist")
     return next((path for path in candidate_dirs() if path.is_dir()), None)
 
 
@@ -129,19 +132,25 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[int, int, di
     """(row number, line number, row) for each data row; the header must match."""
     if not path.is_file():
         raise FileNotFoundError(f"London Underground data file {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or tuple(header[: len(columns)]) != columns:
-            raise LondonDataError(f"{path}: header {header} does not start with the columns {list(columns)}")
-        rows = []
-        for number, values in enumerate(reader, start=1):
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise LondonDataError(f"{path}: row {number} (line {reader.line_num}) has "
-                                      f"{len(values)} fields, expected {len(header)}: {values}")
-            rows.append((number, reader.line_num, dict(zip(header, values))))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or tuple(header[: len(columns)]) != columns:
+                raise LondonDataError(f"{path}: header {header} does not start with the columns "
+                                      f"{list(columns)}")
+            rows = []
+            for number, values in enumerate(reader, start=1):
+                if not values:
+                    continue
+                if len(values) != len(header):
+                    raise LondonDataError(f"{path}: row {number} (line {reader.line_num}) has "
+                                          f"{len(values)} fields, expected {len(header)}: {values}")
+                rows.append((number, reader.line_num, dict(zip(header, values))))
+    except UnicodeDecodeError as error:
+        raise LondonDataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if not rows:
+        raise LondonDataError(f"{path}: no data rows after the header")
     return rows
 
 

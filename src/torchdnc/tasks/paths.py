@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -348,3 +349,7 @@ def _check_common(owner: str, task: Any, lessons: int) -> None:
         raise ValueError(f"{owner}.planning_steps: expected >= 0, got {task.planning_steps}")
     if task.test_map not in MAPS:
         raise ValueError(f"{owner}.test_map: expected one of {MAPS}, got {task.test_map!r}")
+    if task.london_dir and not Path(task.london_dir).is_dir():
+        raise ValueError(f"{owner}.london_dir: London Underground data folder {task.london_dir} "
+                         "does not exist")
+    london_available(task.london_dir)  # a $TORCHDNC_LONDON_DIR that does not exist is an error
