@@ -38,6 +38,13 @@ def random_state(batch=B, slots=N, word=W, reads=R, writes=K, steps=4, dtype=tor
     return state
 
 
+def leaves(state) -> list[torch.Tensor]:
+    """The tensors of a (nested) state, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [leaf for part in state for leaf in leaves(part)]
+
+
 def assert_same(a, b, tol=1e-12):
     """Tensors, or nested tuples of them (states), equal within ``tol``."""
     if isinstance(a, torch.Tensor):

@@ -23,9 +23,10 @@ from torchdnc.data.babi import (ANSWER_TOKEN, BabiFallbackWarning, Vocabulary, d
                                 encode_story, parse_file, parse_lines, resolve_data_dir, task_file,
                                 training_file)
 from torchdnc.tasks.babi import BabiTask, parse_task_selection
-from torchdnc.tasks.babi_report import (PAPER_DNC1, PAPER_LSTM, BabiReport, TaskScore, answer_reads,
-                                        evaluate_per_task, plot_story)
-from torchdnc.train import evaluate
+from torchdnc.evaluation.babi import (PAPER_DNC1, PAPER_LSTM, BabiReport, TaskScore,
+                                      evaluate_per_task)
+from torchdnc.tasks import evaluate
+from torchdnc.viz.babi import answer_reads, plot_story
 
 TASK1_TRAIN = """\
 1 Mary moved to the bathroom.

@@ -10,7 +10,7 @@ import torch
 from torch.autograd import gradcheck
 
 import reference
-from conftest import assert_same
+from conftest import assert_same, leaves
 from torchdnc import DNC, DNCConfig, DNCState
 from torchdnc.controller import GRUController, LSTMController
 
@@ -146,78 +146,11 @@ def test_lstm_and_gru_controllers_are_their_torch_modules(layers):
         assert_same(new, tuple(t.transpose(0, 1) for t in torch_new))
 
 
-@pytest.mark.parametrize("kind", CONTROLLERS)
-def test_chunks_with_carried_state_equal_one_pass(kind):
-    dnc = small_dnc(**kind)
-    x = torch.randn(7, 12, 5, dtype=f64)
-    whole, whole_state = dnc(x)
-    state, parts = None, []
-    for chunk in x.split([5, 1, 6], dim=1):
-        y, state = dnc(chunk, state)
-        parts.append(y)
-    assert_same(torch.cat(parts, 1), whole)
-    assert_same(state, whole_state)
-
-
-@pytest.mark.parametrize("kind", CONTROLLERS)
-def test_step_by_step_equals_whole_sequence(kind):
-    dnc = small_dnc(**kind)
-    x = torch.randn(7, 9, 5, dtype=f64)
-    whole, whole_state = dnc(x)
-    state, ys = None, []
-    for t in range(9):
-        y, state = dnc.step(x[:, t], state)
-        ys.append(y)
-    assert_same(torch.stack(ys, 1), whole)
-    assert_same(state, whole_state)
-
-
-@pytest.mark.parametrize("kind", CONTROLLERS)
-def test_padded_and_masked_equals_unpadded(kind):
-    dnc = small_dnc(**kind)
-    lengths = [9, 4, 1, 6]
-    xs = [torch.randn(1, n, 5, dtype=f64) for n in lengths]
-    T = max(lengths) + 2
-    padded = torch.randn(len(lengths), T, 5, dtype=f64)  # garbage in the padding
-    mask = torch.zeros(len(lengths), T, dtype=torch.bool)
-    # Sequence 1 is padded in the middle too: the state must be carried through.
-    positions = [list(range(9)), [0, 1, 5, 6], [3], list(range(6))]
-    for b, (x, where) in enumerate(zip(xs, positions)):
-        padded[b, where] = x[0]
-        mask[b, where] = True
-    y, state = dnc(padded, mask=mask)
-    assert torch.all(y[~mask] == 0)
-    for b, (x, where) in enumerate(zip(xs, positions)):
-        alone, alone_state = dnc(x)
-        assert_same(y[b, where], alone[0])
-        assert_same(tuple(t[b] for t in _leaves(state)), tuple(t[0] for t in _leaves(alone_state)))
-
-
-def _leaves(state):
-    if isinstance(state, torch.Tensor):
-        return [state]
-    return [leaf for part in state for leaf in _leaves(part)]
-
-
 def test_float_mask_is_accepted():
     dnc = small_dnc()
     x = torch.randn(2, 4, 5, dtype=f64)
     mask = torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 1]], dtype=f64)
     assert_same(dnc(x, mask=mask)[0], dnc(x, mask=mask.bool())[0])
-
-
-def test_batch_first_equals_time_major():
-    dnc = small_dnc()
-    time_major = DNC(dnc.config, batch_first=False).double()
-    time_major.load_state_dict(dnc.state_dict())
-    x = torch.randn(3, 8, 5, dtype=f64)
-    mask = torch.rand(3, 8) > 0.3
-    y, state = dnc(x, mask=mask)
-    y_t, state_t = time_major(x.transpose(0, 1), mask=mask.T)
-    assert_same(y_t.transpose(0, 1), y)
-    assert_same(state_t, state)
-    y1, _ = time_major.step(x[:, 0])
-    assert_same(y1, y[:, 0])
 
 
 def _read_columns(dnc: DNC) -> list[torch.Tensor]:
@@ -258,7 +191,7 @@ def test_initial_state_is_zero_with_read_vectors():
     assert isinstance(state, DNCState)
     assert state.read_vectors.shape == (4, 3, 3) and state.read_vectors.dtype == torch.float32
     assert state.access.link.shape == (4, 2, 6, 6)
-    assert all(torch.all(t == 0) for t in _leaves(state))
+    assert all(torch.all(t == 0) for t in leaves(state))
 
 
 def test_detach_cuts_the_graph():
@@ -266,7 +199,7 @@ def test_detach_cuts_the_graph():
     _, state = dnc(torch.randn(2, 3, 5, dtype=f64))
     assert state.access.memory.requires_grad
     detached = state.detach()
-    assert not any(t.requires_grad for t in _leaves(detached))
+    assert not any(t.requires_grad for t in leaves(detached))
     assert type(detached.controller).__name__ == "LSTMState"
 
 

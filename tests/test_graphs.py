@@ -12,15 +12,16 @@ import torch
 from torchdnc import DNC
 from torchdnc.tasks import make_task
 from torchdnc.data import london
-from torchdnc.tasks.family import (EDGE_LABELS, INFERENCE_LESSONS, NAMED_RELATIONS, InferenceTask,
+from torchdnc.tasks.inference import (EDGE_LABELS, INFERENCE_LESSONS, NAMED_RELATIONS, InferenceTask,
                                    family_queries, follow_relation, random_family_tree,
                                    relation_labels, relation_table)
 from torchdnc.tasks.graphs import (BLANK, INPUT_SIZE, OUTPUT_SIZE, accuracy_by_length, collate,
-                                   decode_labels, decode_triples, encode_labels, encode_triples)
-from torchdnc.tasks.labelled_graph import LabelledGraph, QueryError, random_graph
-from torchdnc.tasks.paths import (SHORTEST_PATH_LESSONS, TRAVERSAL_LESSONS, ShortestPathTask,
-                                  TraversalTask, random_walk, shortest_path_episode,
-                                  traversal_path)
+                                   decode_labels, decode_triples, encode_labels, encode_triples,
+                                   random_graph)
+from torchdnc.data.graph import LabelledGraph, QueryError
+from torchdnc.tasks.shortest_path import (SHORTEST_PATH_LESSONS, ShortestPathTask,
+                                          shortest_path_episode)
+from torchdnc.tasks.traversal import TRAVERSAL_LESSONS, TraversalTask, random_walk, traversal_path
 
 
 def generator(seed=0):
@@ -402,7 +403,7 @@ def tiny_dnc():
 
 
 def test_a_model_trains_and_is_evaluated_on_the_graph_tasks(tmp_path):
-    from torchdnc.graph_evaluation import (evaluate_inference, evaluate_shortest_path,
+    from torchdnc.evaluation.graphs import (evaluate_inference, evaluate_shortest_path,
                                            evaluate_traversal, left_aligned, to_markdown)
 
     model = tiny_dnc()
@@ -437,7 +438,7 @@ def test_a_model_trains_and_is_evaluated_on_the_graph_tasks(tmp_path):
 
 @needs_data
 def test_figure_3_plot_of_a_london_traversal(tmp_path):
-    from torchdnc.graph_plots import plot_underground_traversal
+    from torchdnc.viz.graphs import plot_underground_traversal
 
     path = plot_underground_traversal(tiny_dnc(), TraversalTask(), tmp_path / "fig3.png", steps=3)
     assert path.exists() and path.stat().st_size > 10_000
@@ -451,7 +452,7 @@ def test_the_paper_presets_run(name, tmp_path):
     args = ["train", name, "--preset", "paper", "--out", str(tmp_path), "--iterations=2",
             "--eval_interval=2", "--eval_batches=1", "--progress=false"]
     assert main(args) == 0
-    from torchdnc.train import read_metrics
+    from torchdnc.training import read_metrics
 
     start = [r for r in read_metrics(tmp_path) if r["kind"] == "start"][0]
     assert start["curriculum"].count("lesson=") == {"traversal": 14, "shortest_path": 15,

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from test_train import TINY, tiny_config
-from torchdnc import checkpoint
+from torchdnc.training import checkpoint
 from torchdnc.cli import main
-from torchdnc.train import RunError, RunLock, TrainingDiverged, read_metrics, train
+from torchdnc.training import RunError, RunLock, TrainingDiverged, read_metrics, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_ARGS = [f"--{k}={v}" for k, v in TINY.items()]
@@ -88,7 +88,7 @@ def test_a_nan_loss_stops_the_run(tmp_path, monkeypatch):
 
 
 def test_weights_that_become_infinite_are_never_saved(tmp_path, monkeypatch):
-    import torchdnc.train as train_module
+    import torchdnc.training.loop as train_module
 
     real_step = torch.optim.Adam.step
 
@@ -248,7 +248,7 @@ def test_london_data_problems_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path, capsys, monkeypatch):
-    import torchdnc.config as config_module
+    import torchdnc.training.config as config_module
 
     def interrupted(self):
         raise KeyboardInterrupt

@@ -9,7 +9,6 @@ from conftest import B, K, N, R, W, random_interface, random_state, random_xi
 from torch.autograd import gradcheck
 
 import reference
-from torchdnc import addressing as A
 from torchdnc.memory import (Interface, MemoryAccess, MemoryState, interface_size,
                              memory_step, parse_interface)
 

@@ -11,7 +11,7 @@ from torch.autograd import gradcheck
 from conftest import assert_same
 from torchdnc import addressing as dense
 from torchdnc import DNCConfig
-from torchdnc.sparse import (ExactIndex, SparseAccess, SparseDNC, SparseDNCConfig,
+from torchdnc.sparse import (ExactIndex, SparseSession, SparseDNC, SparseDNCConfig,
                              SparseDNCState, SparseMemoryState, densify, index as index_module)
 from torchdnc.sparse import addressing as sparse
 from torchdnc.sparse.journal import Tape
@@ -137,7 +137,7 @@ def test_sparse_links_without_pruning_equal_the_dense_links_and_read_weights():
     torch.manual_seed(3)
     B, N, R = 2, 6, 2
     state = SparseMemoryState.zeros(B, N, 3, R, N, N, dtype=f64)
-    access = SparseAccess(state, ExactIndex(), N, "last_access", 0.005, 0.99)
+    access = SparseSession(state, ExactIndex(), N, "last_access", 0.005, 0.99)
     state = access.buffers(state)
     link, precedence = torch.zeros(B, 1, N, N, dtype=f64), torch.zeros(B, 1, N, dtype=f64)
     for _ in range(5):
@@ -216,61 +216,6 @@ def test_nothing_of_size_n_is_saved_for_backward():
 
 def _gradients(model):
     return [p.grad.clone() for p in model.parameters()]
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_chunks_with_carried_state_equal_one_pass(variant):
-    model = small_model(**variant)
-    x = torch.randn(4, 12, 5, dtype=f64)
-    whole, whole_state = model(x)
-    whole.pow(2).sum().backward()
-    whole_grads = _gradients(model)
-    model.zero_grad()
-    state, parts = None, []
-    for chunk in x.split([5, 1, 6], dim=1):
-        y, state = model(chunk, state)
-        parts.append(y)
-    torch.cat(parts, 1).pow(2).sum().backward()  # backprop across the chunk boundaries
-    assert_same(torch.cat(parts, 1), whole)
-    assert_same(state, whole_state)
-    assert_same(_gradients(model), whole_grads)
-
-
-@pytest.mark.parametrize("variant", VARIANTS[:2])
-def test_step_by_step_equals_whole_sequence(variant):
-    model = small_model(**variant)
-    x = torch.randn(3, 8, 5, dtype=f64)
-    whole, whole_state = model(x)
-    state, ys = None, []
-    for t in range(8):
-        y, state = model.step(x[:, t], state)
-        ys.append(y)
-    assert_same(torch.stack(ys, 1), whole)
-    assert_same(state, whole_state)
-
-
-@pytest.mark.parametrize("variant", VARIANTS[:2])
-def test_padded_and_masked_equals_unpadded(variant):
-    model = small_model(**variant)
-    lengths = [9, 4, 1, 6]
-    xs = [torch.randn(1, n, 5, dtype=f64) for n in lengths]
-    x = torch.zeros(4, 12, 5, dtype=f64)
-    mask = torch.zeros(4, 12, dtype=torch.bool)
-    starts = [0, 3, 11, 2]  # padding before, after and around the real steps
-    for b, (n, s) in enumerate(zip(lengths, starts)):
-        x[b, s:s + n], mask[b, s:s + n] = xs[b][0], True
-    y, state = model(x, mask=mask)
-    assert (y[~mask] == 0).all()
-    for b, (n, s) in enumerate(zip(lengths, starts)):
-        alone, alone_state = model(xs[b])
-        assert_same(y[b, s:s + n], alone[0])
-        assert_same([t[b] for t in _leaves(state)], [t[0] for t in _leaves(alone_state)])
-
-
-def _leaves(state):
-    if isinstance(state, torch.Tensor):
-        return [state]
-    return [leaf for part in state for leaf in _leaves(part)]
 
 
 def test_state_passed_in_is_updated_in_place_and_clone_keeps_a_copy():

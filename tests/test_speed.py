@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from torchdnc import DNC, fused
+from conftest import leaves
+from torchdnc import DNC
+from torchdnc.kernels import fused
 
 needs_fused = pytest.mark.skipif(not fused.available(), reason="fused C++ extension not buildable here")
 
@@ -40,7 +42,7 @@ def _check(plain, other, x, mask=None, state=None, tol=1e-10):
     torch.testing.assert_close(y2, y1, rtol=tol, atol=tol)
     weights = torch.randn_like(y1)
     inputs = ([x] if x.requires_grad else []) + \
-        ([] if state is None else [t for t in _leaves(state) if t.requires_grad])
+        ([] if state is None else [t for t in leaves(state) if t.requires_grad])
     g1 = torch.autograd.grad(_loss(y1, s1, weights), [*plain.parameters(), *inputs], allow_unused=True)
     g2 = torch.autograd.grad(_loss(y2, s2, weights), [*other.parameters(), *inputs], allow_unused=True)
     for a, b in zip(g1, g2):
@@ -48,14 +50,8 @@ def _check(plain, other, x, mask=None, state=None, tol=1e-10):
             assert b is None or torch.all(b == 0)
             continue
         torch.testing.assert_close(b, a, rtol=tol, atol=tol)
-    for a, b in zip(_leaves(s1), _leaves(s2)):
+    for a, b in zip(leaves(s1), leaves(s2)):
         torch.testing.assert_close(b, a, rtol=tol, atol=tol)
-
-
-def _leaves(state):
-    if isinstance(state, torch.Tensor):
-        return [state]
-    return [leaf for part in state for leaf in _leaves(part)]
 
 
 @needs_fused
@@ -127,7 +123,7 @@ def test_auto_runs_the_plain_path_where_the_kernel_does_not_apply(kind, monkeypa
     def refuse(*args, **kwargs):
         raise AssertionError("the fused kernel ran")
 
-    monkeypatch.setattr(fused, "fused_forward", refuse)
+    monkeypatch.setattr(fused, "run", refuse)
     model = DNC(**{**BASE, **kind}).double()
     y, _ = model(torch.randn(2, 3, 5, dtype=torch.float64))
     assert y.shape == (2, 3, 4) and torch.isfinite(y).all()
@@ -220,7 +216,7 @@ def test_fused_forward_without_gradients_keeps_nothing_and_gives_the_same(mode):
         y2, state2 = fast(x, mask=mask)
     assert packed == []
     torch.testing.assert_close(y2, y, rtol=0, atol=0)
-    for a, b in zip(_leaves(state), _leaves(state2)):
+    for a, b in zip(leaves(state), leaves(state2)):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
 
 

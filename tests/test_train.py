@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchdnc import checkpoint
-from torchdnc.checkpoint import CheckpointError
+from torchdnc.training import checkpoint
+from torchdnc.training.checkpoint import CheckpointError
 from torchdnc.cli import main
-from torchdnc.config import TrainConfig, resolve_config
-from torchdnc.train import RunError, read_metrics, train
+from torchdnc.training.config import TrainConfig, resolve_config
+from torchdnc.training import RunError, read_metrics, train
 
 TINY = {"hidden_size": "16", "memory_size": "6", "word_size": "4", "num_reads": "1",
         "batch_size": "4", "max_length": "3", "curriculum_start": "2", "curriculum_levels": "2",
@@ -126,7 +126,7 @@ def test_solved_needs_patience_evaluations_in_a_row(tmp_path):
 
 def scripted_evaluations(monkeypatch, values):
     """Make the loop's evaluations return ``values`` (bits per sequence) in turn."""
-    import torchdnc.train as train_module
+    import torchdnc.training.loop as train_module
 
     results = iter(values)
     monkeypatch.setattr(train_module, "evaluate",
@@ -205,7 +205,7 @@ def test_plot_writes_pngs(tmp_path):
 def test_lstm_baseline_matches_parameter_count_and_trains(tmp_path):
     config = tiny_config(iterations=3, model="lstm")
     train(config, tmp_path)
-    from torchdnc.train import load_trained
+    from torchdnc.training import load_trained
 
     _, task, model, _ = load_trained(tmp_path)
     dnc_params = sum(p.numel() for p in
@@ -319,7 +319,7 @@ def test_collectives_use_the_process_group_device(monkeypatch):
     """What a NCCL run does: every tensor in a collective is on the group's device."""
     import torch.distributed as dist
 
-    import torchdnc.train as train_module
+    import torchdnc.training.loop as train_module
 
     seen = []
 
@@ -336,7 +336,7 @@ def test_collectives_use_the_process_group_device(monkeypatch):
     calls = [lambda: train_module._reduce_window({"steps": 1.0, "loss": 1.0, "grad_norm": 1.0},
                                                  ddp, tiny_config().make_task()),
              lambda: ddp.any(True, False),
-             lambda: train_module._rank_parameter_spread(model, ddp)]
+             lambda: train_module.rank_parameter_spread(model, ddp)]
     for call in calls:
         with pytest.raises(Stop):
             call()
@@ -363,7 +363,7 @@ def test_babi_trains_evaluates_per_task_and_plots_a_story(tmp_path, capsys):
 
 
 def test_traversal_trains_evaluates_per_query_length_and_plots(tmp_path, capsys):
-    from torchdnc.tasks.paths import london_available
+    from torchdnc.tasks.graphs import london_available
 
     args = ["train", "traversal", "--out", str(tmp_path), "--lessons=1", "--hidden_size=8",
             "--memory_size=4", "--word_size=4", "--num_reads=1", "--batch_size=2",
@@ -388,7 +388,7 @@ def test_sparse_model_trains_through_the_same_loop(tmp_path):
                                                                    "link_entries": 3}})
     train(config, tmp_path)
     from torchdnc.sparse import SparseDNC
-    from torchdnc.train import load_trained
+    from torchdnc.training import load_trained
 
     _, _, model, payload = load_trained(tmp_path)
     assert isinstance(model, SparseDNC) and payload["step"] == 3
@@ -409,4 +409,4 @@ def test_a_broken_tensorboard_is_reported_not_swallowed(tmp_path, monkeypatch, c
 def test_training_messages_go_through_logging(tmp_path, caplog):
     with caplog.at_level("INFO", logger="torchdnc"):
         train(tiny_config(iterations=4, curriculum_threshold=1e9), tmp_path)
-    assert any(r.name == "torchdnc.train" and "-> level 2/2" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "torchdnc.training.loop" and "-> level 2/2" in r.getMessage() for r in caplog.records)

@@ -5,7 +5,7 @@ external memory", Nature 538 (2016), section Methods, with DeepMind's
 multi-write-head extension. Notation:
 
     B batch, N memory slots, W word size, R read heads, K write heads,
-    H any number of heads (R or K).
+    heads: any number of heads (R or K), where a function serves both.
 
 Every tensor is batch-first and head axes are always present, also when R or
 K is 1. Nothing here holds state; every function works in float32 and
@@ -28,6 +28,10 @@ SIMILARITY_EPSILON = 1e-6
 ALLOCATION_EPSILON = 1e-6
 
 
+# Nonlinearities offered for the key strengths: the paper's oneplus, DeepMind's softplus.
+STRENGTH_ACTIVATIONS = ("oneplus", "softplus")
+
+
 def oneplus(x: Tensor) -> Tensor:
     """oneplus(x) = 1 + softplus(x) in [1, inf): the paper's key strengths."""
     return 1 + F.softplus(x)
@@ -41,10 +45,10 @@ def cosine_similarity(memory: Tensor, keys: Tensor) -> Tensor:
 
     Args:
         memory: M, ``[B, N, W]``.
-        keys: k, ``[B, H, W]``.
+        keys: k, ``[B, heads, W]``.
 
     Returns:
-        D, ``[B, H, N]``.
+        D, ``[B, heads, N]``.
     """
     dot = torch.matmul(keys, memory.transpose(-1, -2))
     memory_norms = torch.sqrt((memory * memory).sum(-1) + SIMILARITY_EPSILON)
@@ -60,11 +64,11 @@ def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
 
     Args:
         memory: M, ``[B, N, W]``.
-        keys: lookup keys k (read keys k^r or write keys k^w), ``[B, H, W]``.
-        strengths: key strengths beta in [1, inf), ``[B, H]``.
+        keys: lookup keys k (read keys k^r or write keys k^w), ``[B, heads, W]``.
+        strengths: key strengths beta in [1, inf), ``[B, heads]``.
 
     Returns:
-        c, ``[B, H, N]``, each row a distribution over slots.
+        c, ``[B, heads, N]``, each row a distribution over slots.
     """
     similarity = cosine_similarity(memory, keys)
     return torch.softmax(strengths.unsqueeze(-1) * similarity, dim=-1)

@@ -9,37 +9,41 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 import torchdnc
+from torchdnc.bench.speed import main as bench_main
 from torchdnc.dnc import DNC, DNCConfig
+from torchdnc.evaluation import evaluate_run, to_markdown, write_report
+from torchdnc.kernels import fused
+from torchdnc.tasks import TASKS
+from torchdnc.training import CheckpointError, RunError, train
+from torchdnc.training.config import (TrainConfig, apply_overrides, load_config_file, model_defaults,
+                                      parse_override_args, presets_for, resolve_config)
+from torchdnc.training.runs import load_run_config
+from torchdnc.viz import plot_run
 
 
 def _train_epilog() -> str:
-    from torchdnc.config import TrainConfig, _dnc_defaults
-
     lines = ["options (--key=value; defaults shown, presets change some of them):"]
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("dnc", "task_options", "task", "preset"):
             continue
         lines.append(f"  --{f.name}={getattr(TrainConfig(), f.name)}")
     lines.append("model (DNC) options, also as --dnc.NAME=VALUE:")
-    lines += [f"  --{k}={v}" for k, v in _dnc_defaults().items()]
+    lines += [f"  --{k}={v}" for k, v in model_defaults().items()]
     lines.append("task options, also as --task.NAME=VALUE: see `torchdnc tasks`")
     lines.append("a --config FILE (YAML or JSON) may hold any of these; the command line wins")
     return "\n".join(lines)
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from torchdnc.config import TrainConfig, apply_overrides, parse_override_args, resolve_config
-    from torchdnc.train import load_run_config, train
-
     overrides = parse_override_args(extra)
     if args.resume:
         run_dir = Path(args.resume)
         stored = load_run_config(run_dir)
         values = stored.to_dict()
         if args.config:
-            from torchdnc.config import load_config_file
-
             values = apply_overrides(values, load_config_file(args.config))
         config = TrainConfig.from_dict(apply_overrides(values, overrides))
         if args.task and args.task != stored.task:
@@ -57,8 +61,6 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from torchdnc.evaluation import evaluate_run, to_markdown, write_report
-
     report = evaluate_run(args.run_dir, batches=args.batches, batch_size=args.batch_size,
                           memory_size=args.memory_size, seed=args.seed, device=args.device,
                           which="last" if args.last else "best")
@@ -69,23 +71,16 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _plot(args: argparse.Namespace, extra: list[str]) -> int:
-    from torchdnc.plots import plot_run
-
     for path in plot_run(args.run_dir, seed=args.seed, out=args.out):
         print(f"written: {path}")
     return 0
 
 
 def _bench(args: argparse.Namespace, extra: list[str]) -> int:
-    from torchdnc.bench import main as bench_main
-
     return bench_main(extra)
 
 
 def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
-    from torchdnc.config import presets_for
-    from torchdnc.tasks import TASKS
-
     for name, cls in TASKS.items():
         task = cls()
         print(f"{name}: {cls.summary}")
@@ -101,8 +96,6 @@ def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _info(args: argparse.Namespace, extra: list[str]) -> int:
-    import torch
-
     config = DNCConfig()
     model = DNC(config)
     print(f"torchdnc {torchdnc.__version__} (torch {torch.__version__})")
@@ -114,8 +107,6 @@ def _info(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _demo(args: argparse.Namespace, extra: list[str]) -> int:
     """Run an untrained DNC over a toy sequence and print what its memory did."""
-    import torch
-
     torch.manual_seed(args.seed)
     model = DNC(input_size=4, output_size=4, memory_size=8, word_size=8, num_reads=2)
     x = torch.randn(1, args.steps, 4)
@@ -132,8 +123,6 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _build(args: argparse.Namespace, extra: list[str]) -> int:
-    from torchdnc import fused
-
     extension = fused.load_extension(verbose=args.verbose)
     if extension is None:
         print(f"torchdnc build: error: the fused CPU kernel could not be built ({fused.failure()}); "
@@ -286,13 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_error(error: BaseException) -> str:
     """One line that names the problem."""
-    from torchdnc.checkpoint import CheckpointError
-    from torchdnc.train import RunError
-
     if isinstance(error, UnicodeDecodeError):
         text = f"a file is not UTF-8 text ({error.reason} at byte {error.start})"
-    elif isinstance(error, OSError) and error.filename is not None and not isinstance(
-            error, FileNotFoundError) or (isinstance(error, FileNotFoundError) and error.filename):
+    elif isinstance(error, OSError) and error.filename:
         text = f"{error.strerror or type(error).__name__}: {error.filename}"
     elif isinstance(error, (ValueError, RunError, CheckpointError, OSError, KeyError)):
         text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchdnc import addressing
-
-STRENGTH_ACTIVATIONS = ("oneplus", "softplus")
+from torchdnc.addressing import STRENGTH_ACTIVATIONS
 
 
 class MemoryState(NamedTuple):

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from torchdnc.tasks.labelled_graph import LabelledGraph, QueryError
+from torchdnc.data.graph import LabelledGraph, QueryError
 
 ENV_VAR = "TORCHDNC_LONDON_DIR"
 RELATIVE_DIR = Path("shared") / "data" / "london_underground"

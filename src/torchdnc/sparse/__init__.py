@@ -7,7 +7,7 @@
     y, state = model(x)                                   # like torchdnc.DNC
     big = model.with_memory_size(1_000_000)               # same weights, 10^6 slots
 
-Reads and writes touch K rows per head instead of N; the memory is updated
+Reads and writes touch K_R rows per head instead of N; the memory is updated
 in place and backward keeps only the touched rows (`torchdnc.sparse.journal`),
 so time and memory per step do not grow with N apart from the memory matrix
 itself and the nearest-neighbour search (`torchdnc.sparse.index`: exact
@@ -16,7 +16,7 @@ itself and the nearest-neighbour search (`torchdnc.sparse.index`: exact
 
 from torchdnc.sparse.addressing import densify
 from torchdnc.sparse.index import INDEXES, ExactIndex, FaissIndex, make_index
-from torchdnc.sparse.memory import (SparseAccess, SparseInterface, SparseMemoryState,
+from torchdnc.sparse.memory import (SparseSession, SparseInterface, SparseMemoryState,
                                     parse_sparse_interface, sparse_interface_size)
 from torchdnc.sparse.model import SparseDNC, SparseDNCConfig, SparseDNCState, SparseDNCTrace
 
@@ -24,12 +24,12 @@ __all__ = [
     "INDEXES",
     "ExactIndex",
     "FaissIndex",
-    "SparseAccess",
-    "SparseDNC",
+        "SparseDNC",
     "SparseDNCConfig",
     "SparseDNCState",
     "SparseDNCTrace",
     "SparseInterface",
+    "SparseSession",
     "SparseMemoryState",
     "densify",
     "make_index",

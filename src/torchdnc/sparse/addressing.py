@@ -4,10 +4,10 @@ Rae, Hunt et al., "Scaling Memory-Augmented Neural Networks with Sparse
 Reads and Writes", NeurIPS 2016 (SAM; the SDNC in its supplementary).
 Notation as in `torchdnc.addressing`, plus
 
-    K  sparse reads: non-zero read weights per head (the paper's K),
-    S  write support: R K + 1 slots (the previous reads and the least
+    K_R  sparse reads: non-zero read weights per head (the paper's K),
+    S  write support: R K_R + 1 slots (the previous reads and the least
        recently accessed slot),
-    E  link entries per row and per column, K_L (SDNC).
+    K_L  link entries per row and per column (SDNC).
 
 A sparse weighting is a pair (ids, values) of equal shape ``[..., C]``:
 slot ids (int64) and their weights. Ids may repeat; `merge_duplicates`
@@ -90,22 +90,22 @@ def masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
 
 def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor,
                            valid: Tensor | None = None) -> Tensor:
-    """K-sparse content weights, SAM section 3.1.
+    """K_R-sparse content weights, SAM section 3.1.
 
-    The content softmax C(M, k, beta) of the DNC restricted to the K rows the
-    nearest-neighbour search found: softmax over those K of
+    The content softmax C(M, k, beta) of the DNC restricted to the K_R rows the
+    nearest-neighbour search found: softmax over those K_R of
     beta * D(k, M[i]), with D the cosine similarity of
-    `torchdnc.addressing.cosine_similarity` (same epsilons). With K = N this
+    `torchdnc.addressing.cosine_similarity` (same epsilons). With K_R = N this
     is exactly the dense `torchdnc.addressing.content_weights`.
 
     Args:
-        rows: the found rows M[i], ``[B, H, K, W]``.
-        keys: k, ``[B, H, W]``.
-        strengths: beta, ``[B, H]``.
-        valid: ``[B, H, K]``, false where the search found no row.
+        rows: the found rows M[i], ``[B, heads, K_R, W]``.
+        keys: k, ``[B, heads, W]``.
+        strengths: beta, ``[B, heads]``.
+        valid: ``[B, heads, K_R]``, false where the search found no row.
 
     Returns:
-        Weights over the K found rows, ``[B, H, K]``.
+        Weights over the K_R found rows, ``[B, heads, K_R]``.
     """
     dot = (rows * keys.unsqueeze(-2)).sum(-1)
     row_norms = torch.sqrt((rows * rows).sum(-1) + SIMILARITY_EPSILON)
@@ -128,13 +128,13 @@ def write_weights(previous_read_ids: Tensor, previous_read_weights: Tensor, leas
     most alpha_t.
 
     Args:
-        previous_read_ids, previous_read_weights: w^R_{t-1}, ``[B, R, K]``.
+        previous_read_ids, previous_read_weights: w^R_{t-1}, ``[B, R, K_R]``.
         least_used: I^U_t as a slot id, ``[B]``.
         write_gate: alpha_t in [0, 1], ``[B, 1]``.
         interpolation_gate: gamma_t in [0, 1], ``[B, 1]``.
 
     Returns:
-        (ids ``[B, S]``, totals ``[B, S]``, first ``[B, S]``), S = R K + 1,
+        (ids ``[B, S]``, totals ``[B, S]``, first ``[B, S]``), S = R K_R + 1,
         as from `merge_duplicates`; the last id is I^U_t.
     """
     batch, heads = previous_read_ids.shape[:2]
@@ -228,7 +228,7 @@ def update_link_lines(lines: Tensor, entry_ids: Tensor, entry_values: Tensor, li
 
     DNC Methods, "Temporal memory linkage", applied to the stored entries:
     L_t[i, j] = (1 - w[i] - w[j]) L_{t-1}[i, j] + w[i] p_{t-1}[j], zero
-    diagonal, w = w^W_t. Each line keeps its E largest entries (SDNC: K_L
+    diagonal, w = w^W_t. Each line keeps its K_L largest entries (SDNC: K_L
     per row and per column). Written generically for a line x with entries e:
     new = (1 - w[x] - w[e]) old + line_factor[x] * entry_factor[e], and new
     entries for the candidate ids c with value line_factor[x] * factor[c].
@@ -237,13 +237,13 @@ def update_link_lines(lines: Tensor, entry_ids: Tensor, entry_values: Tensor, li
     Empty entries hold the line's own id and 0 (the diagonal, always 0).
 
     Args:
-        lines: ``[B, T]`` line ids; entry_ids, entry_values: ``[B, T, E]``.
-        line_write: w[x], ``[B, T]``; entry_write: w[e], ``[B, T, E]``.
-        line_factor: ``[B, T]``; entry_factor: ``[B, T, E]``.
+        lines: ``[B, T]`` line ids; entry_ids, entry_values: ``[B, T, K_L]``.
+        line_write: w[x], ``[B, T]``; entry_write: w[e], ``[B, T, K_L]``.
+        line_factor: ``[B, T]``; entry_factor: ``[B, T, K_L]``.
         candidate_ids, candidate_factor, candidate_first: ``[B, C]``.
 
     Returns:
-        (ids, values), ``[B, T, E]``.
+        (ids, values), ``[B, T, K_L]``.
     """
     capacity = entry_ids.shape[-1]
     own = lines.unsqueeze(-1)
@@ -267,14 +267,14 @@ def update_link_lines(lines: Tensor, entry_ids: Tensor, entry_values: Tensor, li
 
 def precedence_update(ids: Tensor, values: Tensor, write_ids: Tensor, write_values: Tensor
                       ) -> tuple[Tensor, Tensor]:
-    """Sparse precedence p_t = (1 - sum_i w^W_t[i]) p_{t-1} + w^W_t, top E kept.
+    """Sparse precedence p_t = (1 - sum_i w^W_t[i]) p_{t-1} + w^W_t, top K_L kept.
 
     Args:
-        ids, values: p_{t-1}, ``[B, E]`` (empty entries: id 0, value 0).
+        ids, values: p_{t-1}, ``[B, K_L]`` (empty entries: id 0, value 0).
         write_ids, write_values: w^W_t, ``[B, S]`` (each slot once).
 
     Returns:
-        p_t, (ids, values) ``[B, E]``.
+        p_t, (ids, values) ``[B, K_L]``.
     """
     kept = 1 - write_values.sum(-1, keepdim=True)
     all_ids = torch.cat([ids, write_ids], dim=-1)

@@ -1,7 +1,7 @@
 """Nearest-neighbour search over memory rows for the sparse content read.
 
-Rae et al. 2016, section 3.1: the K-sparse read keeps the K largest entries
-of the content softmax, i.e. the K rows nearest to the key in cosine
+Rae et al. 2016, section 3.1: the K_R-sparse read keeps the K_R largest entries
+of the content softmax, i.e. the K_R rows nearest to the key in cosine
 similarity; an approximate nearest-neighbour (ANN) index finds them in
 sub-linear time. Two backends with one interface:
 
@@ -24,7 +24,7 @@ with their new content (``remove_ids`` / ``add_with_ids`` through a hash-table
 direct map: O(rows written), not O(N)). Rows that are exactly zero (never
 written, or erased and not rewritten) are not indexed: their cosine with any
 key is 0, and leaving them out keeps the lists of a fresh million-slot memory
-empty. When the probed lists hold fewer than K rows, the missing results are
+empty. When the probed lists hold fewer than K_R rows, the missing results are
 reported as -1 and the read gives them no weight.
 
 An index is a cache of a function of the memory: it is keyed by the memory's
@@ -56,7 +56,7 @@ EXACT_CHUNK = 1 << 16
 
 
 class ExactIndex:
-    """Exact K nearest rows by cosine similarity (`torch.topk`)."""
+    """Exact K_R nearest rows by cosine similarity (`torch.topk`)."""
 
     name = "exact"
 
@@ -72,7 +72,7 @@ class ExactIndex:
         Args:
             memory: M, ``[B, N, W]``.
             keys: ``[B, R, W]``.
-            k: K <= N.
+            k: K_R <= N.
 
         Returns:
             Row ids, ``[B, R, k]`` (int64), no gradient.
@@ -119,7 +119,7 @@ def _memory_key(memory: Tensor) -> tuple:
 
 
 class FaissIndex:
-    """Approximate K nearest rows: one faiss IVF index per batch element.
+    """Approximate K_R nearest rows: one faiss IVF index per batch element.
 
     Args:
         word_size: W.

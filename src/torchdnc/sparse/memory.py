@@ -1,22 +1,22 @@
 """The sparse memory: its state, its interface vector and one access step.
 
 One step (Rae et al. 2016, section 3; the SDNC of the supplementary when
-``link_entries`` E > 0), in order:
+``link_entries`` K_L > 0), in order:
 
 1. I^U_t, the least recently accessed slot, from the usage at t - 1.
 2. Write weights w^W_t = alpha (gamma w^R_{t-1} + (1 - gamma) I^U_t).
 3. Erase the row I^U_t, add w^W_t a_t^T (in place, journaled).
 4. SDNC: sparse link matrix L_t from w^W_t and the PREVIOUS precedence,
-   then the precedence p_t (both pruned to E entries per row / column).
-5. Content read on the NEW memory: the K nearest rows of each read key
-   (exact or approximate search), softmax over those K.
+   then the precedence p_t (both pruned to K_L entries per row / column).
+5. Content read on the NEW memory: the K_R nearest rows of each read key
+   (exact or approximate search), softmax over those K_R.
 6. SDNC: forward f = L_t w^R_{t-1} and backward b = L_t^T w^R_{t-1}; read
-   weights pi_b b + pi_c c + pi_f f, pruned to their K largest entries.
+   weights pi_b b + pi_c c + pi_f f, pruned to their K_R largest entries.
 7. Read vectors r_t = sum_i w^R_t[i] M_t[i].
 8. Usage: slots accessed at t (w^W_t + sum over heads of w^R_t) get new keys.
 
 Only rows named by the sparse weights are read or written, so a step costs
-O(K W + E^2 K) plus the search, whatever N is; the least recently accessed
+O(K_R W + K_L^2 K_R) plus the search, whatever N is; the least recently accessed
 slot is found in O(sqrt N) (usage minima per block of sqrt N slots).
 """
 
@@ -50,12 +50,12 @@ class SparseMemoryState(NamedTuple):
         usage_blocks: minima of ``usage`` over blocks of ceil(sqrt N)
             slots, ``[B, ceil(N / ceil(sqrt N))]`` float64.
         time: steps taken, t, ``[B]`` int64.
-        read_ids, read_weights: w^R_t as K slots per head, ``[B, R, K]``.
-        link_row_ids, link_row_values: L_t by rows: row i keeps E entries
-            (j, L[i, j]) ("i was written after j"), ``[B, N, E]``.
+        read_ids, read_weights: w^R_t as K_R slots per head, ``[B, R, K_R]``.
+        link_row_ids, link_row_values: L_t by rows: row i keeps K_L entries
+            (j, L[i, j]) ("i was written after j"), ``[B, N, K_L]``.
         link_column_ids, link_column_values: L_t by columns: column j keeps
-            E entries (i, L[i, j]), ``[B, N, E]``. E = 0 without links (SAM).
-        precedence_ids, precedence_values: p_t, E entries, ``[B, E]``.
+            K_L entries (i, L[i, j]), ``[B, N, K_L]``. K_L = 0 without links (SAM).
+        precedence_ids, precedence_values: p_t, K_L entries, ``[B, K_L]``.
     """
 
     memory: Tensor
@@ -76,7 +76,7 @@ class SparseMemoryState(NamedTuple):
               sparse_reads: int, link_entries: int = 0, device=None, dtype=None
               ) -> "SparseMemoryState":
         """The initial state: empty memory, no slot ever accessed, no links."""
-        B, N, W, R, K, E = batch_size, memory_size, word_size, num_reads, sparse_reads, link_entries
+        B, N, W, R, KR, E = batch_size, memory_size, word_size, num_reads, sparse_reads, link_entries
         blocks = -(-N // addressing.block_size(N))
         never = float("-inf")
         own = torch.arange(N, device=device).view(1, N, 1).expand(B, N, E).contiguous()
@@ -85,8 +85,8 @@ class SparseMemoryState(NamedTuple):
             usage=torch.full((B, N), never, device=device, dtype=torch.float64),
             usage_blocks=torch.full((B, blocks), never, device=device, dtype=torch.float64),
             time=torch.zeros(B, device=device, dtype=torch.long),
-            read_ids=torch.zeros(B, R, K, device=device, dtype=torch.long),
-            read_weights=torch.zeros(B, R, K, device=device, dtype=dtype),
+            read_ids=torch.zeros(B, R, KR, device=device, dtype=torch.long),
+            read_weights=torch.zeros(B, R, KR, device=device, dtype=dtype),
             link_row_ids=own,
             link_row_values=torch.zeros(B, N, E, device=device, dtype=dtype),
             link_column_ids=own.clone(),
@@ -162,19 +162,19 @@ def parse_sparse_interface(xi: Tensor, num_reads: int, word_size: int, links: bo
 class SparseStepTrace(NamedTuple):
     """What one sparse step did besides its new state, for plots."""
 
-    write_ids: Tensor  # [B, 1, S], S = R K + 1
+    write_ids: Tensor  # [B, 1, S], S = R K_R + 1
     write_weights: Tensor  # w^W_t at write_ids (each slot once), [B, 1, S]
     least_used: Tensor  # I^U_t, the erased slot, [B]
-    read_content_ids: Tensor  # [B, R, K]
-    read_content_weights: Tensor  # c^r_t, [B, R, K]
+    read_content_ids: Tensor  # [B, R, K_R]
+    read_content_weights: Tensor  # c^r_t, [B, R, K_R]
 
 
-class SparseAccess:
+class SparseSession:
     """The memory side of one forward call: owns its `Tape` and the search index.
 
-    ``access = SparseAccess(state, index, ...)``; then
-    ``state, reads, trace = access.step(state, interface, keep)`` per step and
-    ``state = access.finish(state)`` at the end (connects the in-place
+    ``session = SparseSession(state, index, ...)``, ``state = session.buffers(state)``;
+    then ``state, reads, parts = session.step(state, interface, keep)`` per step and
+    ``state = session.finish(state)`` at the end (connects the in-place
     buffers to the autograd graph for the next call).
     """
 
@@ -298,7 +298,7 @@ class SparseAccess:
         table (columns through the rows and vice versa), both as they were
         at t - 1. An entry that one table kept and the other pruned is
         updated only where it is found: the two tables are separate
-        E-sparse approximations of one L, exact transposes of each other
+        K_L-sparse approximations of one L, exact transposes of each other
         while no line overflows.
         """
         tape = self.tape
@@ -350,7 +350,7 @@ class SparseAccess:
 
     def _mix(self, state: SparseMemoryState, modes: Tensor, content_ids: Tensor,
              content_weights: Tensor) -> tuple[Tensor, Tensor]:
-        """w^R_t = pi_b b + pi_c c + pi_f f over the union of their slots, K largest kept."""
+        """w^R_t = pi_b b + pi_c c + pi_f f over the union of their slots, K_R largest kept."""
         tape = self.tape
         batch, heads, k = content_ids.shape
         entries = state.link_row_ids.shape[-1]

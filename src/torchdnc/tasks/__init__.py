@@ -1,15 +1,20 @@
-"""Tasks: one module per task family, all behind `torchdnc.tasks.base.Task`."""
+"""Tasks: one module per task, all behind `torchdnc.tasks.base.Task`."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
+from torchdnc.tasks.associative_recall import AssociativeRecallTask
 from torchdnc.tasks.babi import BabiTask
-from torchdnc.tasks.base import Batch, BitTask, Task, average_metrics
-from torchdnc.tasks.copy import CopyTask, RepeatCopyTask
-from torchdnc.tasks.family import InferenceTask
-from torchdnc.tasks.paths import ShortestPathTask, TraversalTask
-from torchdnc.tasks.recall import AssociativeRecallTask, PrioritySortTask
+from torchdnc.tasks.base import Batch, BitTask, Task, average_metrics, evaluate
+from torchdnc.tasks.copy import CopyTask
+from torchdnc.tasks.inference import InferenceTask
+from torchdnc.tasks.priority_sort import PrioritySortTask
+from torchdnc.tasks.repeat_copy import RepeatCopyTask
+from torchdnc.tasks.shortest_path import ShortestPathTask
+from torchdnc.tasks.traversal import TraversalTask
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask,
@@ -19,8 +24,6 @@ TASKS: dict[str, type[Task]] = {
 
 def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
     """The task called ``name`` with ``options`` (its dataclass fields)."""
-    import dataclasses
-
     if name not in TASKS:
         raise ValueError(f"task: unknown task {name!r}; valid tasks: {sorted(TASKS)}")
     cls = TASKS[name]
@@ -32,6 +35,6 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
     return cls(**options)
 
 
-__all__ = ["TASKS", "Batch", "BitTask", "Task", "average_metrics", "make_task", "CopyTask",
+__all__ = ["TASKS", "Batch", "BitTask", "Task", "average_metrics", "evaluate", "make_task", "CopyTask",
            "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "BabiTask", "TraversalTask",
            "ShortestPathTask", "InferenceTask"]

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass
@@ -177,3 +177,27 @@ def check_positive(owner: str, **values: int) -> None:
 def check_range(owner: str, low_name: str, low: int, high_name: str, high: int) -> None:
     if low > high:
         raise ValueError(f"{owner}: expected {low_name} <= {high_name}, got {low} > {high}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: "Task", params: dict[str, Any], batches: int, batch_size: int,
+             generator: torch.Generator, device: torch.device) -> dict[str, float]:
+    """Per-sequence means of the task metrics over ``batches`` fresh batches (in eval mode)."""
+    training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, task, params, batches, batch_size, generator, device)
+    finally:
+        model.train(training)
+
+
+def _evaluate(model, task, params, batches, batch_size, generator, device) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for batch in task.validation_batches(batch_size, generator, batches, **params):
+        batch = batch.to(device)
+        outputs, _ = model(batch.inputs, mask=batch.mask)
+        metrics = task.metrics(outputs, batch)
+        metrics["loss"] = float(task.loss(outputs, batch)) * outputs.shape[0]
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return task.finalize_metrics(average_metrics(totals))

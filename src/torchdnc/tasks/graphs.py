@@ -25,23 +25,36 @@ phase, an optional planning phase of blank steps, and an answer phase. Each
 sequence starts at step 0 and is padded at the END to the longest sequence of
 the batch (all-zero inputs, nothing scored); a recurrent model cannot see the
 future, so end padding changes no scored output and `Batch.mask` stays None.
-`torchdnc.graph_evaluation.rollout_shortest_path` left-pads instead and masks
+`torchdnc.evaluation.graphs.rollout_shortest_path` left-pads instead and masks
 the padding there.
 
-The graphs themselves are `torchdnc.tasks.labelled_graph.LabelledGraph`s.
+The graphs are `torchdnc.data.graph.LabelledGraph`s: random ones made here
+(`random_graph`, Methods, "Random graph generation": nodes are points drawn
+uniformly in the unit square; each node gets K outbound edges to its K nearest
+neighbours, K drawn uniformly per node and capped at N - 1 (a choice: lesson 1
+of traversal allows 3 nodes with out-degree up to 4); node labels are drawn
+from 0-999 without repeats; for N nodes, N distinct numbers from 0-999 are
+drawn and each node's outbound edge labels are picked from them without
+repeats, so edge labels are unique per outbound node but not across the
+graph), the London Underground from `torchdnc.data.london`, family trees from
+`torchdnc.tasks.inference`. The tasks: `torchdnc.tasks.traversal`,
+`torchdnc.tasks.shortest_path`, `torchdnc.tasks.inference`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torchdnc.data.graph import BLANK, MAX_LABEL, LabelledGraph, Triple
+from torchdnc.data.london import MAPS, find_london_dir, underground_map
 from torchdnc.tasks.base import Batch, Task, randint
-from torchdnc.tasks.labelled_graph import BLANK, MAX_LABEL, Triple
 
 DIGITS = 3  # decimal digits per label
 CLASSES = 10  # one-hot width per digit
@@ -330,3 +343,72 @@ def accuracy_by_length(right: Tensor, lengths: Tensor) -> dict[int, tuple[int, i
         chosen = lengths == length
         table[int(length)] = (int((right & chosen).sum()), int(chosen.sum()))
     return table
+
+
+# -- graphs -------------------------------------------------------------------------
+
+LESSON_KEYS = ("nodes", "degree", "length")
+GRAPH_ATTEMPTS = 100  # random graphs tried before a setting is declared impossible
+
+
+def random_graph(generator: torch.Generator, num_nodes: int, min_degree: int, max_degree: int,
+                 edge_label_pool: int | None = None) -> LabelledGraph:
+    """A random k-nearest-neighbour graph as in the paper's Methods.
+
+    Args:
+        num_nodes: N, the number of nodes (points in the unit square).
+        min_degree, max_degree: range of K, the out-degree drawn per node
+            (capped at N - 1).
+        edge_label_pool: None for the traversal / shortest-path labelling
+            (N distinct numbers from 0-999, each node's edge labels drawn from
+            them without repeats); an integer P to draw each node's edge
+            labels without repeats from 0..P-1 instead (inference: P = 10).
+    """
+    if num_nodes < 2:
+        raise ValueError(f"random_graph: expected at least 2 nodes, got {num_nodes}")
+    points = torch.rand(num_nodes, 2, generator=generator, dtype=torch.float64)
+    order = torch.cdist(points, points).argsort(dim=1)  # column 0 is the node itself
+    node_labels = torch.randperm(MAX_LABEL + 1, generator=generator)[:num_nodes].tolist()
+    if edge_label_pool is None:
+        pool = torch.randperm(MAX_LABEL + 1, generator=generator)[:num_nodes].tolist()
+    else:
+        pool = list(range(edge_label_pool))
+    triples = []
+    for i in range(num_nodes):
+        k = min(randint(generator, min_degree, max_degree), num_nodes - 1, len(pool))
+        labels = torch.randperm(len(pool), generator=generator)[:k].tolist()
+        for j, neighbour in enumerate(order[i, 1 : k + 1].tolist()):
+            triples.append((node_labels[i], pool[labels[j]], node_labels[neighbour]))
+    positions = {node_labels[i]: (float(p[0]), float(p[1])) for i, p in enumerate(points)}
+    return LabelledGraph(tuple(triples), positions=positions,
+                         description=f"random graph, {num_nodes} nodes, {len(triples)} edges")
+
+
+def shuffled(triples: Sequence[Triple], generator: torch.Generator) -> list[Triple]:
+    """The graph description in random order (Methods: "presented in random order")."""
+    return [triples[i] for i in torch.randperm(len(triples), generator=generator).tolist()]
+
+
+@lru_cache(maxsize=8)
+def london_graph(kind: str, data_dir: str = "") -> LabelledGraph:
+    """The London test map ``kind`` ("zone1" or "full"), loaded once per process."""
+    return underground_map(kind, data_dir or None)
+
+
+def london_available(data_dir: str = "") -> bool:
+    return find_london_dir(data_dir or None) is not None
+
+
+def check_graph_task(owner: str, task: Any, lessons: int) -> None:
+    if task.lessons > lessons:
+        raise ValueError(f"{owner}.lessons: the paper's curriculum has {lessons} lessons, got {task.lessons}")
+    if not 0 <= getattr(task, "earlier_fraction", 0.0) <= 1:
+        raise ValueError(f"{owner}.earlier_fraction: expected 0-1, got {task.earlier_fraction}")
+    if task.planning_steps < 0:
+        raise ValueError(f"{owner}.planning_steps: expected >= 0, got {task.planning_steps}")
+    if task.test_map not in MAPS:
+        raise ValueError(f"{owner}.test_map: expected one of {MAPS}, got {task.test_map!r}")
+    if task.london_dir and not Path(task.london_dir).is_dir():
+        raise ValueError(f"{owner}.london_dir: London Underground data folder {task.london_dir} "
+                         "does not exist")
+    london_available(task.london_dir)  # a $TORCHDNC_LONDON_DIR that does not exist is an error

@@ -1,5 +1,6 @@
-"""Validation of configuration values, with messages that name the field, the
-expected range and the value given: ``memory_size: expected an integer >= 1, got 0``.
+"""Config dataclasses: validation of field values, with messages that name the
+field, the expected range and the value given (``memory_size: expected an
+integer >= 1, got 0``), and dict / JSON round trips.
 
 Every config dataclass (`DNCConfig`, `SparseDNCConfig`, `TrainConfig`) checks
 its fields with these, so that the rules and the wording are one.
@@ -7,6 +8,8 @@ its fields with these, so that the rules and the wording are one.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from typing import Any, Iterable
 
@@ -58,3 +61,31 @@ def _range(minimum: int | None, maximum: int | None) -> str:
     if maximum is not None:
         return f"<= {maximum}"
     return ""
+
+
+def dataclass_from_dict(cls, values: dict[str, Any], what: str):
+    """``cls(**values)``, refusing unknown keys with a message listing the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; valid fields: {names}")
+    return cls(**values)
+
+
+class ConfigIO:
+    """Dict and JSON round trips for a config dataclass (unknown keys are an error)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Inverse of `to_dict`; unknown keys are an error that lists the valid ones."""
+        return dataclass_from_dict(cls, values, cls.__name__)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))

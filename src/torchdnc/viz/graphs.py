@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchdnc.plots import _pyplot, save_figure
-from torchdnc.tasks.graphs import decode_triples
-from torchdnc.tasks.labelled_graph import LabelledGraph
-from torchdnc.tasks.paths import TraversalTask, london_graph, random_walk
+from torchdnc.data.graph import LabelledGraph
+from torchdnc.tasks.graphs import decode_triples, london_graph
+from torchdnc.tasks.traversal import TraversalTask, random_walk
+from torchdnc.viz.style import pyplot, save_figure
 
 MAX_HEADS_DRAWN = 4
 
@@ -32,7 +32,7 @@ def plot_underground_traversal(model: nn.Module, task: TraversalTask, path: Path
                                title: str = "") -> Path:
     """Draw the memory use of ``model`` (a DNC) answering one traversal of ``graph``
     (default: the task's London test map); returns the image path."""
-    plt = _pyplot()
+    plt = pyplot()
     graph = graph or london_graph(task.test_map, task.london_dir)
     generator = torch.Generator().manual_seed(seed)
     walk = random_walk(graph, steps, generator)

@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torchdnc.train import eval_generator, evaluate, load_trained, resolve_device
+from torchdnc.evaluation.babi import evaluate_per_task
+from torchdnc.evaluation.graphs import evaluate_graph_run
+from torchdnc.evaluation.graphs import to_markdown as graph_markdown
+from torchdnc.tasks import BabiTask, evaluate
+from torchdnc.tasks.graphs import GraphTask, london_available
+from torchdnc.training.runs import eval_generator, load_trained, resolve_device
 
 EVAL_SEED_OFFSET = 7_919  # keeps `eval` data apart from the curriculum's eval batches
 
@@ -22,11 +27,7 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
     """
     config, task, model, payload = load_trained(run_dir, device, which)
     torch_device = resolve_device(device)
-    from torchdnc.tasks.babi import BabiTask
-
     if isinstance(task, BabiTask):
-        from torchdnc.tasks.babi_report import evaluate_per_task
-
         report = evaluate_per_task(model, task, "test", batch_size, model_name=config.model)
         return {"run": str(run_dir), "task": config.task, "model": config.model,
                 "step": payload["step"], "checkpoint": payload["loaded_from"], "per_task": report}
@@ -36,7 +37,9 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
     models: list[tuple[int | None, Any]] = [(None, model)]
     if hasattr(model, "with_memory_size"):  # DNC and SparseDNC: weights independent of N
         trained_n = model.config.memory_size
-        larger = memory_size or 4 * trained_n
+        larger = 4 * trained_n if memory_size is None else memory_size
+        if isinstance(larger, bool) or not isinstance(larger, int) or larger < 1:
+            raise ValueError(f"memory_size: expected an integer >= 1 (None: 4 N), got {memory_size!r}")
         models = [(trained_n, model)]
         if larger != trained_n:
             models.append((larger, model.with_memory_size(larger)))
@@ -52,12 +55,7 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
             "levels": len(levels), "primary_metric": task.primary_metric,
             "report_metrics": list(task.report_metrics),
             "sequences_per_row": batches * batch_size, "rows": rows}
-    from torchdnc.tasks.graphs import GraphTask
-
     if isinstance(task, GraphTask):  # the paper's test per query length (free-running paths)
-        from torchdnc.graph_evaluation import evaluate_graph_run
-        from torchdnc.tasks.paths import london_available
-
         report["graph_test"] = evaluate_graph_run(run_dir, device=device, seed=seed, which=which)
         if config.task in ("traversal", "shortest_path") and london_available(task.london_dir):
             # the paper-sized zone-1 map and the whole network, whichever is not the default
@@ -90,8 +88,6 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if "graph_test" in report:
-        from torchdnc.graph_evaluation import to_markdown as graph_markdown
-
         text += "\n" + graph_markdown(report["graph_test"])
         if "graph_test_other_map" in report:
             text += "\n" + graph_markdown(report["graph_test_other_map"])

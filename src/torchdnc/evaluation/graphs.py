@@ -10,7 +10,7 @@ Graves et al. 2016 trained on random graphs and tested with no retraining:
 
 The ± are over 20 training runs. Here the map is `torchdnc.data.london`'s
 zone-1 interchange map (or the full network) and the tree
-`torchdnc.tasks.family.default_family_tree`; see those modules for how they
+`torchdnc.tasks.inference.default_family_tree`; see those modules for how they
 differ from the paper's.
 
     report = evaluate_graph_run("runs/traversal-default")
@@ -26,13 +26,15 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from torchdnc.data.graph import LabelledGraph, Triple
 from torchdnc.tasks.base import Batch
-from torchdnc.tasks.family import InferenceTask, default_family_tree, family_queries
-from torchdnc.tasks.graphs import (ANSWER_CHANNEL, BLANK, PHASE_CHANNEL, GraphTask, accuracy_by_length,
-                                   collate, encode_triples)
-from torchdnc.tasks.labelled_graph import LabelledGraph, Triple
-from torchdnc.tasks.paths import (ShortestPathTask, TraversalTask, candidate_scores, london_graph,
-                                  pairs_at_distance, random_walk, shortest_path_prefix)
+from torchdnc.tasks.graphs import (ANSWER_CHANNEL, BLANK, PHASE_CHANNEL, GraphTask,
+                                   accuracy_by_length, collate, encode_triples, london_graph)
+from torchdnc.tasks.inference import InferenceTask, default_family_tree, family_queries
+from torchdnc.tasks.shortest_path import (ShortestPathTask, candidate_scores, pairs_at_distance,
+                                          shortest_path_prefix)
+from torchdnc.tasks.traversal import TraversalTask, random_walk
+from torchdnc.training.runs import load_trained
 
 
 @dataclass(frozen=True)
@@ -233,10 +235,8 @@ def evaluate_graph_run(run_dir: Path | str, device: str = "cpu", seed: int = 0,
 
     ``london_map`` ("zone1" or "full") picks the Underground map of the traversal
     and shortest-path tests; by default the run's ``test_map``. ``which``
-    checkpoint as `torchdnc.train.load_trained`.
+    checkpoint as `torchdnc.training.load_trained`.
     """
-    from torchdnc.train import load_trained
-
     config, task, model, payload = load_trained(run_dir, device, which)
     tests = {"traversal": evaluate_traversal, "shortest_path": evaluate_shortest_path,
              "inference": evaluate_inference}

@@ -1,16 +1,14 @@
 """Does the sparse DNC learn? Copy and associative recall at N = 64, beside the dense DNC.
 
-    python benchmarks/sparse_learning_check.py copy sparse runs/check-copy-sdnc
-    python benchmarks/sparse_learning_check.py copy dense runs/check-copy-dnc
+    python -m torchdnc.bench.sparse_learning_check copy sparse runs/check-copy-sdnc
+    python -m torchdnc.bench.sparse_learning_check copy dense runs/check-copy-dnc
 
-Both models are trained by the one training loop (`torchdnc.train.train`)
-with the same task preset, seed and optimizer; only the model differs. The
-script swaps `torchdnc.train.build_model` for one that builds a `SparseDNC`
-from the run's DNC fields plus ``--sparse`` options, so the sparse model gets
-exactly the dense one's sizes (`torchdnc train ... --model=sparse` does the
-same from the command line, with ``--sparse.FIELD`` options). Stop a run early with SIGTERM
-(e.g. ``timeout -s TERM 600 ...``): the loop saves and logs as usual.
-Prints the evaluations and the step at which the task was solved.
+Both models are trained by the one training loop (`torchdnc.training.train`)
+with the same task preset, seed and optimizer; only the model differs
+(``--model=sparse`` with the ``--sparse`` fields, so the sparse model gets
+exactly the dense one's sizes). Stop a run early with SIGTERM (e.g. ``timeout
+-s TERM 600 ...``): the loop saves and logs as usual. Prints the evaluations
+and the step at which the task was solved.
 """
 
 from __future__ import annotations
@@ -20,11 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from torchdnc import train as training
-from torchdnc.config import resolve_config
-from torchdnc.sparse import SparseDNC, SparseDNCConfig
+from torchdnc.training import read_metrics, resolve_config, train
 
 # Shared settings: the copy "quick" preset, with N = 64 for both models.
 # Associative recall uses the same optimizer settings and R = 2.
@@ -50,18 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     preset, overrides = SETTINGS[args.task]
-    config = resolve_config(args.task, preset, {**overrides, "seed": str(args.seed),
-                                                "threads": str(args.threads),
-                                                "progress": "false"})
     sparse_fields = json.loads(args.sparse)
+    overrides = {**overrides, "seed": args.seed, "threads": args.threads, "progress": False}
     if args.model == "sparse":
-        def build_model(config, task):
-            return SparseDNC(SparseDNCConfig.from_dense(config.dnc_config(task), **sparse_fields))
-
-        training.build_model = build_model
-    torch.set_num_threads(args.threads)
-    result = training.train(config, Path(args.run_dir), force=True)
-    records = training.read_metrics(args.run_dir)
+        overrides.update({"model": "sparse", **{f"sparse.{k}": v for k, v in sparse_fields.items()}})
+    config = resolve_config(args.task, preset, overrides)
+    result = train(config, Path(args.run_dir), force=True)
+    records = read_metrics(args.run_dir)
     for record in records:
         if record["kind"] in ("eval", "level"):
             print(json.dumps(record))

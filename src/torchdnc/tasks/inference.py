@@ -41,8 +41,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from torchdnc.tasks.base import Batch, check_positive, randint
-from torchdnc.tasks.graphs import BLANK, Episode, GraphTask, collate, lesson_levels
-from torchdnc.tasks.labelled_graph import MAX_LABEL, LabelledGraph, random_graph, shuffled
+from torchdnc.tasks.graphs import BLANK, Episode, GraphTask, collate, lesson_levels, random_graph, shuffled
+from torchdnc.data.graph import MAX_LABEL, LabelledGraph
 
 EDGE_LABELS = 10  # single edge labels 0-9
 RELATION_LENGTHS = (2, 3, 4, 5)

@@ -1,6 +1,11 @@
 """The fused recurrence: a C++ forward over the whole sequence and its
 hand-derived backward, for a DNC with a one-layer LSTM controller.
 
+This module knows tensors, not models: `run` takes the recurrence's inputs
+(projected inputs, weights, the initial state) and returns its outputs;
+`torchdnc.dnc` supplies them and, for gradients of gradients, the same
+recurrence written with PyTorch ops (``reference``).
+
 The extension is compiled on first use with `torch.utils.cpp_extension`
 (about 30 s, said once through `logging`; ``torchdnc build`` does it ahead of
 time) and cached in ``~/.cache/torch_extensions`` or
@@ -13,8 +18,8 @@ Results equal the plain path up to floating-point rounding; tests/test_speed.py
 holds them to 1e-10 in float64 and 1e-6 in float32. Autograd's contract is
 kept: the per-step tensors go through ``ctx.save_for_backward``; a second
 ``backward`` through a retained graph rebuilds what the first one released;
-``create_graph=True`` (higher-order gradients) differentiates a plain PyTorch
-recomputation of the same recurrence. Under ``torch.no_grad()`` /
+``create_graph=True`` (higher-order gradients) differentiates the caller's
+plain PyTorch recomputation of the same recurrence. Under ``torch.no_grad()`` /
 ``torch.inference_mode()`` nothing per step is kept beyond the outputs.
 
 Memory: the memory matrix and the link matrices are stored only at the start
@@ -34,9 +39,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-
-from torchdnc.controller import LSTMState, lstm_cell
-from torchdnc.memory import MemoryState, memory_step, parse_interface
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +151,10 @@ class FusedRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *args):
-        inputs, (clip, oneplus, chunk) = args[:NUM_INPUTS], args[NUM_INPUTS:]
+        inputs, (clip, oneplus, chunk, reference) = args[:NUM_INPUTS], args[NUM_INPUTS:]
         out, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True)
         ctx.options = (clip, oneplus, chunk)
+        ctx.reference = reference
         ctx.save_for_backward(*inputs, *out[10:])
         ctx.boundaries = boundaries  # released chunk by chunk during backward
         hidden, reads = out[0].contiguous(), out[1].contiguous()
@@ -168,7 +171,8 @@ class FusedRecurrence(torch.autograd.Function):
         grads = [torch.zeros(shape, dtype=reference.dtype, device=reference.device) if g is None else g.contiguous()
                  for g, shape in zip(grads, shapes)]
         if torch.is_grad_enabled():  # create_graph=True: a graph for the gradient itself
-            return (*_recomputed_gradients(inputs, grads, clip, oneplus), None, None, None, None)
+            return (*_recomputed_gradients(ctx.reference, inputs, grads), None, None, None, None,
+                    None)
         boundaries, ctx.boundaries = ctx.boundaries, None
         if boundaries is None:  # a second backward through a retained graph
             _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True)
@@ -176,7 +180,7 @@ class FusedRecurrence(torch.autograd.Function):
         result = ext.backward(per_step, boundaries, inputs[1].contiguous(), inputs[2].contiguous(),
                               grads[0], grads[1], grads[2:], clip, oneplus, chunk)
         del per_step, boundaries
-        return (*result, None, None, None, None)
+        return (*result, None, None, None, None, None)
 
 
 def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool):
@@ -187,75 +191,34 @@ def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool)
                        oneplus, chunk, store)
 
 
-def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
-                     read_weights, write_weights, keep, clip: float, oneplus: bool):
-    """The fused Function's recurrence written with PyTorch ops (same inputs and
-    outputs), differentiable to any order."""
-    steps = projected.shape[1]
-    R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
-    state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
-    hidden, cell, reads = h0, c0, r0
-    hiddens, all_reads = [], []
-    strength = "oneplus" if oneplus else "softplus"
-    for t in range(steps):
-        gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
-        new_hidden, new_cell = lstm_cell(gates, cell, clip)
-        interface = parse_interface(torch.nn.functional.linear(new_hidden, w_xi, b_xi), R, W, K, strength)
-        new_state, new_reads = memory_step(state, interface)
-        if keep.numel():
-            on = keep[:, t]
-
-            def carry(new: Tensor, old: Tensor) -> Tensor:
-                return torch.where(on.view(-1, *([1] * (new.dim() - 1))), new, old)
-
-            new_hidden, new_cell, new_reads = carry(new_hidden, hidden), carry(new_cell, cell), \
-                carry(new_reads, reads)
-            new_state = MemoryState(*(carry(n, o) for n, o in zip(new_state, state)))
-        hidden, cell, reads, state = new_hidden, new_cell, new_reads, new_state
-        hiddens.append(hidden)
-        all_reads.append(reads)
-    return (torch.stack(hiddens, 1), torch.stack(all_reads, 1), hidden, cell, *state)
-
-
-def _recomputed_gradients(inputs, grads, clip: float, oneplus: bool):
-    """Input gradients with a graph of their own (``create_graph=True``)."""
+def _recomputed_gradients(reference, inputs, grads):
+    """Input gradients with a graph of their own (``create_graph=True``): the
+    gradients of ``reference(*inputs)``, the same recurrence in PyTorch ops."""
     differentiable = [t.requires_grad for t in inputs[:13]]
     with torch.enable_grad():
-        outputs = plain_recurrence(*inputs, clip, oneplus)
+        outputs = reference(*inputs)
         wanted = [t for t, d in zip(inputs[:13], differentiable) if d]
         found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True, allow_unused=True))
     return [next(found) if d else None for d in differentiable]
 
 
-def fused_forward(dnc, projected: Tensor, state, keep: Tensor | None, chunk: int):
-    """Run the fused recurrence for ``dnc`` from ``state``.
+def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, reference):
+    """The recurrence over the whole sequence.
 
-    With gradients wanted it goes through `FusedRecurrence`; under no_grad (or
-    when nothing requires a gradient) straight to the kernel without storing
-    anything for a backward.
+    Args:
+        inputs: the `NUM_INPUTS` tensors (see above); ``keep`` may be empty.
+        clip: clipping of h, c (0: none). oneplus: strengths through oneplus
+            (else softplus). chunk: recompute chunk (0: the triangular schedule).
+        reference: ``reference(*inputs)`` gives the same outputs with PyTorch
+            ops; used only for gradients of gradients.
 
-    Returns (hidden [B, T, H], reads [B, T, R, W], new `DNCState`).
+    Returns:
+        (hidden [B, T, H], reads [B, T, R, W], h_T, c_T, and the six final
+        memory-state tensors). With gradients wanted it goes through
+        `FusedRecurrence`; otherwise straight to the kernel, keeping nothing
+        for a backward.
     """
-    rnn = dnc.controller.rnn
-    config = dnc.config
-    input_size = config.input_size
-    w_cat = torch.cat([rnn.weight_ih_l0[:, input_size:], rnn.weight_hh_l0], dim=1)
-    projected = projected + rnn.bias_hh_l0
-    controller, access, reads = state
-    steps = projected.shape[1]
-    if chunk <= 0:  # auto
-        chunk = auto_chunk(steps, projected.shape[0], config.num_writes, access.memory.shape[1],
-                           projected.element_size())
-    empty = torch.empty(0, dtype=torch.bool, device=projected.device)
-    inputs = (projected, w_cat, dnc.access.interface.weight, dnc.access.interface.bias,
-              controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
-              empty if keep is None else keep)
-    options = (float(config.clip), config.strength_activation == "oneplus", int(chunk))
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-        outputs = FusedRecurrence.apply(*inputs, *options)
-    else:
-        outputs, _ = _kernel_forward(inputs, *options, store=False)
-    hidden, read_sequence, h, c, *memory = outputs
-    new_state = type(state)(LSTMState(h.unsqueeze(1), c.unsqueeze(1)), MemoryState(*memory),
-                            read_sequence[:, -1])
-    return hidden, read_sequence, new_state
+        return FusedRecurrence.apply(*inputs, clip, oneplus, chunk, reference)
+    outputs, _ = _kernel_forward(inputs, clip, oneplus, chunk, store=False)
+    return outputs

@@ -1,6 +1,6 @@
 """Time and memory per step against memory size N: the dense DNC beside the sparse one.
 
-    python benchmarks/sparse_scaling.py --plot sparse_scaling.png --json sparse_scaling.json
+    python -m torchdnc.bench.sparse_scaling --plot sparse_scaling.png --json sparse_scaling.json
 
 For every (model, N) pair a fresh subprocess builds the model, allocates a
 fresh state (timed apart as ``reset``: the O(N W) memory allocation every

@@ -152,7 +152,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         threads=torch.get_num_threads(), torch=torch.__version__,
     )
     if spec["implementation"] == "fused":
-        from torchdnc import fused
+        from torchdnc.kernels import fused
 
         result["fused_active"] = fused.available() and device.type == "cpu"
         result["build_s"] = fused.BUILD_SECONDS
@@ -161,7 +161,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """``measure`` in a fresh subprocess; failures come back as ``error``."""
-    command = [sys.executable, "-m", "torchdnc.bench", "--worker", json.dumps(spec)]
+    command = [sys.executable, "-m", "torchdnc.bench.speed", "--worker", json.dumps(spec)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

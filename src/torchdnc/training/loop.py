@@ -13,12 +13,10 @@ processes compute what one process computes on the whole batch.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -30,223 +28,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from torchdnc import checkpoint
-from torchdnc.baselines import LSTMBaseline, lstm_hidden_for_parameters
-from torchdnc.config import TrainConfig, describe_difference
-from torchdnc.dnc import DNC
-from torchdnc.tasks import Task, average_metrics
+from torchdnc.tasks import Task, average_metrics, evaluate
+from torchdnc.training import checkpoint
+from torchdnc.training.config import TrainConfig, describe_difference
+from torchdnc.training.distributed import (Distributed, rank_parameter_spread, setup_distributed,
+                                           teardown_distributed)
+from torchdnc.training.runs import (CONFIG_FILE, METRICS_FILE, RunError, RunLock, TrainingDiverged,
+                                    build_model, build_optimizer, eval_generator, load_run_config,
+                                    prepare_run_dir, read_metrics, resolve_device)
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-LOCK_FILE = ".lock"
-
-
-class RunError(RuntimeError):
-    """A run directory cannot be used as asked (exists, missing, mismatched)."""
-
-
-class TrainingDiverged(RunError):
-    """The loss or the gradients became NaN or infinite; the run stopped."""
-
-
-# -- building ---------------------------------------------------------------
-
-
-def build_model(config: TrainConfig, task: Task) -> nn.Module:
-    dnc_config = config.dnc_config(task)
-    if config.model == "dnc":
-        return DNC(dnc_config)
-    if config.model == "sparse":
-        from torchdnc.sparse import SparseDNC, SparseDNCConfig
-
-        return SparseDNC(SparseDNCConfig.from_dense(dnc_config, **config.sparse))
-    hidden = config.lstm_hidden_size or lstm_hidden_for_parameters(
-        task.input_size, task.output_size, sum(p.numel() for p in DNC(dnc_config).parameters()))
-    return LSTMBaseline(task.input_size, task.output_size, hidden, clip=dnc_config.clip)
-
-
-def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr,
-                                betas=(config.momentum, 0.999), eps=max(config.optimizer_eps, 1e-8))
-    return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha,
-                               eps=config.optimizer_eps, momentum=config.momentum)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device: {name!r} requested but CUDA is not available here")
-    return torch.device(name)
-
-
-def eval_generator(seed: int, step: int) -> torch.Generator:
-    """Fresh held-out data for an evaluation, independent of the training stream."""
-    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + step)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, task: Task, params: dict[str, Any], batches: int, batch_size: int,
-             generator: torch.Generator, device: torch.device) -> dict[str, float]:
-    """Per-sequence means of the task metrics over ``batches`` fresh batches (in eval mode)."""
-    training = model.training
-    model.eval()
-    try:
-        return _evaluate(model, task, params, batches, batch_size, generator, device)
-    finally:
-        model.train(training)
-
-
-def _evaluate(model, task, params, batches, batch_size, generator, device) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for batch in task.validation_batches(batch_size, generator, batches, **params):
-        batch = batch.to(device)
-        outputs, _ = model(batch.inputs, mask=batch.mask)
-        metrics = task.metrics(outputs, batch)
-        metrics["loss"] = float(task.loss(outputs, batch)) * outputs.shape[0]
-        for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value
-    return task.finalize_metrics(average_metrics(totals))
-
-
-# -- distributed --------------------------------------------------------------
-
-
-@dataclass
-class Distributed:
-    """This process's place in a DDP run; its collectives use tensors on ``device``
-    (the GPU of a NCCL group, the CPU of a gloo group)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
-        """Element-wise sum (or max, or min) of ``values`` over the ranks."""
-        if not self.enabled:
-            return list(values)
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX,
-                                    "min": dist.ReduceOp.MIN}[op])
-        return tensor.tolist()
-
-    def any(self, *flags: bool) -> list[bool]:
-        """Each flag true on any rank (one collective for all of them)."""
-        return [value > 0 for value in self.all_reduce([float(f) for f in flags], "max")]
-
-
-def setup_distributed(device_name: str) -> Distributed:
-    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    return Distributed(rank, world_size, local_rank, device)
-
-
-def teardown_distributed(ddp: Distributed) -> None:
-    if ddp.enabled and dist.is_initialized():
-        # DistributedDataParallel sits in reference cycles, so its process group
-        # would otherwise be freed only at interpreter exit, where gloo aborts
-        # ("terminate called without an active exception") if the other rank
-        # is still in the barrier. Collect it first, then wait for every rank.
-        gc.collect()
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-# -- run directory --------------------------------------------------------------
-
-
-def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Create ``run_dir``; an existing run is replaced only with ``force``."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} is a file, not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise RunError(f"run directory {run_dir} already exists; pass --force to overwrite it "
-                           f"or --resume {run_dir} to continue it")
-        if not (run_dir / CONFIG_FILE).exists():
-            raise RunError(f"run directory {run_dir} is not empty and holds no {CONFIG_FILE}: "
-                           "refusing to delete it even with --force")
-        with RunLock(run_dir):  # not while another process trains in it
-            pass
-        shutil.rmtree(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot create run directory {run_dir}: {error.strerror or error}") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise RunError(f"run directory {run_dir} is not writable")
-
-
-class RunLock:
-    """An exclusive lock on a run directory for as long as a process trains in it,
-    so that two ``--resume`` of one run cannot both write to it."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self.handle = None
-
-    def __enter__(self) -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return self
-        try:
-            self.handle = open(self.path, "a+")
-        except OSError as error:
-            raise RunError(f"cannot write in run directory {self.path.parent}: "
-                           f"{error.strerror or error}") from None
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
-            self.handle = None
-            raise RunError(f"run directory {self.path.parent} is in use by {holder}; wait for it "
-                           "to finish (or stop it) before training in it") from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"torchdnc process {os.getpid()}\n")
-        self.handle.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.close()  # releases the lock
-            self.handle = None
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not Path(run_dir).is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
-    if not path.exists():
-        raise RunError(f"{path} does not exist: {run_dir} is not a torchdnc run directory")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
-
-
-# -- logging ----------------------------------------------------------------------
 
 
 class Logger:
@@ -268,8 +59,11 @@ class Logger:
                         type(error).__name__, error, METRICS_FILE)
             self.writer = None
         if config.progress:
-            from tqdm import tqdm
-
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                log.warning("no progress bar: tqdm is not installed (pip install 'torchdnc[train]')")
+                return
             self.bar = tqdm(total=config.iterations, initial=start, dynamic_ncols=True,
                             desc=f"{config.task}/{config.model}", mininterval=1.0)
 
@@ -323,9 +117,6 @@ def stop_on_signals():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-# -- training ---------------------------------------------------------------------
 
 
 @dataclass
@@ -514,7 +305,7 @@ def _loop(config: TrainConfig, run_dir: Path, ddp: Distributed, device: torch.de
                     interrupted = stop["signal"] or "a signal to another rank"
                     break
         if ddp.enabled:
-            end_info["rank_parameter_spread"] = _rank_parameter_spread(model, ddp)
+            end_info["rank_parameter_spread"] = rank_parameter_spread(model, ddp)
     except KeyboardInterrupt:
         interrupted = "SIGINT"
     except TrainingDiverged as error:
@@ -550,15 +341,6 @@ def _loop(config: TrainConfig, run_dir: Path, ddp: Distributed, device: torch.de
 
 def _finite(model: nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
-
-
-def _rank_parameter_spread(model: nn.Module, ddp: Distributed) -> float:
-    """Largest difference of any parameter between DDP ranks (0 when in step)."""
-    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()]).to(ddp.device)
-    high, low = flat.clone(), flat.clone()
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    return float((high - low).max())
 
 
 def _accumulate(window: dict[str, float], values: dict[str, float]) -> None:
@@ -639,35 +421,3 @@ def _truncate_metrics(run_dir: Path, step: int, ddp: Distributed) -> None:
     records = read_metrics(run_dir)
     kept = [r for r in records if r["step"] <= step]
     (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
-def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_trained(run_dir: Path | str, device: str = "cpu", which: str = "best"):
-    """(config, task, model, checkpoint) of a run, the model rebuilt from its stored config.
-
-    ``which``: "best" loads ``best.pt`` (the best validation result, written with
-    ``keep_best``) where the run has one and the last checkpoint otherwise;
-    "last" always loads the last checkpoint.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
-    if which not in ("best", "last"):
-        raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
-    best = run_dir / checkpoint.BEST
-    path = best if which == "best" and best.exists() else run_dir / checkpoint.CHECKPOINT
-    payload = checkpoint.load(path)
-    payload["loaded_from"] = path.name
-    config = TrainConfig.from_dict(payload["config"])
-    task = config.make_task()
-    model = build_model(config, task)
-    model.load_state_dict(payload["model"])
-    model.to(resolve_device(device)).eval()
-    return config, task, model, payload
-

@@ -1,18 +1,10 @@
-"""Labelled directed graphs for the graph tasks, and the paper's random graphs.
+"""Labelled directed graphs: the data structure of the graph tasks.
 
 A graph is its list of (source, edge, destination) label triples, labels
 0-999 (`BLANK`, -1, stands for an unspecified label in queries), with
-optional display names, so that a random graph, the London Underground and a
-family tree all look the same to the tasks.
-
-Random training graphs (Graves et al. 2016, Methods, "Random graph
-generation"): nodes are points drawn uniformly in the unit square; each node
-gets K outbound edges to its K nearest neighbours, K drawn uniformly per node
-(and capped at N - 1, a choice: lesson 1 of traversal allows 3 nodes with
-out-degree up to 4); node labels are drawn from 0-999 without repeats; for N
-nodes, N distinct numbers from 0-999 are drawn and each node's outbound edge
-labels are picked from them without repeats, so edge labels are unique per
-outbound node but not across the graph.
+optional display names, so that a random graph (`torchdnc.tasks.graphs`), the
+London Underground (`torchdnc.data.london`) and a family tree all look the same
+to the tasks.
 """
 
 from __future__ import annotations
@@ -21,10 +13,6 @@ import difflib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
-
-import torch
-
-from torchdnc.tasks.base import randint
 
 BLANK = -1  # the unspecified label "_"
 MAX_LABEL = 999
@@ -152,41 +140,3 @@ class LabelledGraph:
                     distance[s] = distance[node] + 1
                     queue.append(s)
         return distance
-
-
-def random_graph(generator: torch.Generator, num_nodes: int, min_degree: int, max_degree: int,
-                 edge_label_pool: int | None = None) -> LabelledGraph:
-    """A random k-nearest-neighbour graph as in the paper's Methods.
-
-    Args:
-        num_nodes: N, the number of nodes (points in the unit square).
-        min_degree, max_degree: range of K, the out-degree drawn per node
-            (capped at N - 1).
-        edge_label_pool: None for the traversal / shortest-path labelling
-            (N distinct numbers from 0-999, each node's edge labels drawn from
-            them without repeats); an integer P to draw each node's edge
-            labels without repeats from 0..P-1 instead (inference: P = 10).
-    """
-    if num_nodes < 2:
-        raise ValueError(f"random_graph: expected at least 2 nodes, got {num_nodes}")
-    points = torch.rand(num_nodes, 2, generator=generator, dtype=torch.float64)
-    order = torch.cdist(points, points).argsort(dim=1)  # column 0 is the node itself
-    node_labels = torch.randperm(MAX_LABEL + 1, generator=generator)[:num_nodes].tolist()
-    if edge_label_pool is None:
-        pool = torch.randperm(MAX_LABEL + 1, generator=generator)[:num_nodes].tolist()
-    else:
-        pool = list(range(edge_label_pool))
-    triples = []
-    for i in range(num_nodes):
-        k = min(randint(generator, min_degree, max_degree), num_nodes - 1, len(pool))
-        labels = torch.randperm(len(pool), generator=generator)[:k].tolist()
-        for j, neighbour in enumerate(order[i, 1 : k + 1].tolist()):
-            triples.append((node_labels[i], pool[labels[j]], node_labels[neighbour]))
-    positions = {node_labels[i]: (float(p[0]), float(p[1])) for i, p in enumerate(points)}
-    return LabelledGraph(tuple(triples), positions=positions,
-                         description=f"random graph, {num_nodes} nodes, {len(triples)} edges")
-
-
-def shuffled(triples: Sequence[Triple], generator: torch.Generator) -> list[Triple]:
-    """The graph description in random order (Methods: "presented in random order")."""
-    return [triples[i] for i in torch.randperm(len(triples), generator=generator).tolist()]

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchdnc import checks
-from torchdnc.dnc import DNCConfig, dataclass_from_dict
+from torchdnc import fields
+from torchdnc.dnc import DNCConfig
+from torchdnc.fields import dataclass_from_dict
+from torchdnc.sparse import SparseDNCConfig
 from torchdnc.tasks import TASKS, make_task
 
 # DNCConfig fields the task decides, not the user.
@@ -27,7 +29,8 @@ MODELS = ("dnc", "lstm", "sparse")
 OPTIMIZERS = ("rmsprop", "adam")
 
 
-def _dnc_defaults() -> dict[str, Any]:
+def model_defaults() -> dict[str, Any]:
+    """The DNC options a run may set (``--dnc.NAME``) with their defaults."""
     values = DNCConfig().to_dict()
     for name in TASK_DECIDES:
         values.pop(name)
@@ -36,8 +39,6 @@ def _dnc_defaults() -> dict[str, Any]:
 
 def _sparse_defaults() -> dict[str, Any]:
     """The sparse model's own options (those the dense DNCConfig does not have)."""
-    from torchdnc.sparse import SparseDNCConfig
-
     dense = set(DNCConfig().to_dict())
     return {k: v for k, v in SparseDNCConfig().to_dict().items() if k not in dense}
 
@@ -50,7 +51,7 @@ class TrainConfig:
     task_options: dict[str, Any] = field(default_factory=dict)
     preset: str = "default"
     model: str = "dnc"  # "dnc", "sparse" (SAM / SDNC), or "lstm" for the LSTM baseline
-    dnc: dict[str, Any] = field(default_factory=_dnc_defaults)
+    dnc: dict[str, Any] = field(default_factory=model_defaults)
     sparse: dict[str, Any] = field(default_factory=dict)  # model="sparse": SparseDNCConfig options
     lstm_hidden_size: int = 0  # LSTM baseline width; 0 matches the DNC's parameter count
     optimizer: str = "rmsprop"  # paper: RMSProp, lr 1e-4, momentum 0.9
@@ -79,32 +80,32 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task: unknown task {self.task!r}; valid tasks: {sorted(TASKS)}")
-        checks.choice("model", self.model, MODELS)
-        checks.choice("optimizer", self.optimizer, OPTIMIZERS)
+        fields.choice("model", self.model, MODELS)
+        fields.choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("batch_size", "iterations", "eval_interval", "eval_batches",
                      "checkpoint_interval", "log_interval", "solved_patience"):
-            checks.integer(name, getattr(self, name), 1)
-        checks.integer("early_stop_patience", self.early_stop_patience, 0)
-        checks.integer("lstm_hidden_size", self.lstm_hidden_size, 0,
+            fields.integer(name, getattr(self, name), 1)
+        fields.integer("early_stop_patience", self.early_stop_patience, 0)
+        fields.integer("lstm_hidden_size", self.lstm_hidden_size, 0,
                        note="0 matches the DNC's parameter count")
-        checks.integer("threads", self.threads, 0, note="0 leaves torch's default")
-        checks.integer("seed", self.seed, 0, 2**63 - 1)
-        checks.number("lr", self.lr, above=0)
-        checks.number("momentum", self.momentum, 0, below=1)
-        checks.number("rmsprop_alpha", self.rmsprop_alpha, 0, below=1)
-        checks.number("optimizer_eps", self.optimizer_eps, above=0)
-        checks.number("grad_clip", self.grad_clip, 0, note="a global gradient norm; 0 disables")
-        checks.number("curriculum_threshold", self.curriculum_threshold, 0)
-        checks.number("solved_threshold", self.solved_threshold, 0, note="0: never stop early")
+        fields.integer("threads", self.threads, 0, note="0 leaves torch's default")
+        fields.integer("seed", self.seed, 0, 2**63 - 1)
+        fields.number("lr", self.lr, above=0)
+        fields.number("momentum", self.momentum, 0, below=1)
+        fields.number("rmsprop_alpha", self.rmsprop_alpha, 0, below=1)
+        fields.number("optimizer_eps", self.optimizer_eps, above=0)
+        fields.number("grad_clip", self.grad_clip, 0, note="a global gradient norm; 0 disables")
+        fields.number("curriculum_threshold", self.curriculum_threshold, 0)
+        fields.number("solved_threshold", self.solved_threshold, 0, note="0: never stop early")
         for name in ("curriculum", "keep_best", "progress"):
-            checks.boolean(name, getattr(self, name))
+            fields.boolean(name, getattr(self, name))
         if not isinstance(self.device, str) or (
                 self.device not in ("cpu", "cuda", "auto") and not _is_cuda_index(self.device)):
             raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
-        unknown = sorted(set(self.dnc) - set(_dnc_defaults()))
+        unknown = sorted(set(self.dnc) - set(model_defaults()))
         if unknown:
-            raise ValueError(f"dnc: unknown field(s) {unknown}; valid fields: {sorted(_dnc_defaults())}")
-        self.dnc = {**_dnc_defaults(), **self.dnc}
+            raise ValueError(f"dnc: unknown field(s) {unknown}; valid fields: {sorted(model_defaults())}")
+        self.dnc = {**model_defaults(), **self.dnc}
         unknown = sorted(set(self.sparse) - set(_sparse_defaults()))
         if unknown:
             raise ValueError(f"sparse: unknown field(s) {unknown}; valid fields: "
@@ -112,9 +113,7 @@ class TrainConfig:
         # The model's own checks, now rather than after the data has loaded.
         sizes = {name: 1 for name in TASK_DECIDES if name != "batch_first"}
         if self.model == "sparse":
-            from torchdnc.sparse import SparseDNCConfig
-
-            SparseDNCConfig.from_dense(DNCConfig(**sizes, **self.dnc), **self.sparse)
+                    SparseDNCConfig.from_dense(DNCConfig(**sizes, **self.dnc), **self.sparse)
         else:
             DNCConfig(**sizes, **self.dnc)
         make_task(self.task, self.task_options)  # validates the options
@@ -359,7 +358,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"config file {path}: not valid JSON ({error.msg} at line "
                              f"{error.lineno}, column {error.colno})") from None
     else:
-        import yaml
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"config file {path}: YAML needs pyyaml (pip install "
+                             "'torchdnc[train]'), or write the file as JSON") from None
 
         try:
             data = yaml.safe_load(text)

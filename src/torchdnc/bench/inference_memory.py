@@ -1,7 +1,7 @@
 """Peak memory of a DNC forward pass against the sequence length T.
 
-    python benchmarks/inference_memory.py                 # T = 100 and 10,000
-    python benchmarks/inference_memory.py --steps 100,1000,10000 --json out.json
+    python -m torchdnc.bench.inference_memory                 # T = 100 and 10,000
+    python -m torchdnc.bench.inference_memory --steps 100,1000,10000 --json out.json
 
 Each (mode, implementation, T) runs in a fresh process and reports its peak
 resident memory (ru_maxrss, torch included) and the growth over a 2-step warm-up

@@ -1,0 +1,1 @@
+"""Compiled kernels: the fused C++ DNC recurrence (`torchdnc.kernels.fused`)."""
