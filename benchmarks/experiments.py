@@ -33,6 +33,9 @@ EXPERIMENTS: dict[str, str] = {
     "babi-quick": "babi --preset quick --seed=0 --threads=1",
     "babi-quick-lstm": "babi --preset quick --model=lstm --seed=0 --threads=1",
     "babi-subset": "babi --preset quick --tasks=1,4,15,16 --iterations=25000 --seed=0 --threads=1",
+    "babi-joint": "babi --preset joint --seed=0 --threads=1",
+    "babi-joint-renamed": "babi --preset joint --task.augment=true --seed=0 --threads=1",
+    "babi-joint-lstm": "babi --preset joint --model=lstm --seed=0 --threads=1",
     "traversal-quick": "traversal --preset quick --seed=0",
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0",
 }

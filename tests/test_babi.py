@@ -270,7 +270,7 @@ def test_validation_split_is_a_fixed_tenth_of_each_tasks_stories(varied_root):
 
 
 def test_training_batches_group_stories_of_similar_length(varied_root):
-    task = BabiTask(tasks="1", data_dir=str(varied_root), bucket_size=30)
+    task = BabiTask(tasks="1", data_dir=str(varied_root), bucket_size=30, batching="buckets")
     lengths = task.data.splits["train"].lengths
     edges = [(int(lengths[b].min()), int(lengths[b].max())) for b in task.data.buckets]
     assert sum(len(b) for b in task.data.buckets) == 180
@@ -466,3 +466,26 @@ def test_story_plot_is_written(fake_root, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="2 stories of task 1"):
         plot_story(model, task, tmp_path / "x.png", babi_task=1, number=2)
+
+
+def test_mixed_batches_mix_the_tasks_and_keep_padding_small():
+    """Batches drawn from a length-sorted pool of all tasks (the default), against
+    the fixed length buckets, which are nearly one task each."""
+    root = str(real_root())
+    mixed, buckets = BabiTask(data_dir=root), BabiTask(data_dir=root, batching="buckets")
+    assert mixed.task_mix(16, 100) < 0.7 < buckets.task_mix(16, 100)
+    assert mixed.padding_fraction(16, 100) < 0.4
+    batch = mixed.sample(16, torch.Generator().manual_seed(0))
+    assert len(set(batch.info["story"].tolist())) == 16
+    again = mixed.sample(16, torch.Generator().manual_seed(0))
+    assert torch.equal(batch.inputs, again.inputs)
+
+
+def test_mixed_batching_draws_every_story_equally_often(varied_root):
+    task = BabiTask(tasks="1", data_dir=str(varied_root), pool_batches=4)
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(len(task.data.splits["train"].lengths))
+    for _ in range(3000):
+        counts.index_add_(0, task.sample(5, generator).info["story"], torch.ones(5))
+    expected = 3000 * 5 / len(counts)  # about 83; Poisson spread about 9
+    assert counts.min() > 0.6 * expected and counts.max() < 1.4 * expected

@@ -9,9 +9,12 @@ A whole story (all its statements and questions) is one sequence; the inputs
 are one-hot words ``[B, T, V]``, the outputs logits over the same vocabulary,
 scored only at the '-' steps that follow each question (one per answer word,
 see `torchdnc.data.babi`). Stories differ in length (24 to 1,378 steps on
-en-10k), so a batch is drawn from one bucket of stories of similar length and
-padded; ``Batch.mask`` marks the real steps, and the DNC carries its state
-unchanged through the padding.
+en-10k), so a batch holds stories of similar length, padded; ``Batch.mask``
+marks the real steps, and the DNC carries its state unchanged through the
+padding. The paper trained on one story at a time (16 asynchronous workers,
+batch 1); batches here mix the tasks (``batching="mixed"``): a pool of
+``pool_batches`` batches' worth of stories is drawn from the whole training
+set, sorted by length, cut into batches, and one of those is used.
 
 Splits: "train" and "valid" hold 90 % / 10 % of each task's training stories
 (a fixed split by ``split_seed``), "test" the ``*_test.txt`` files. The data
@@ -35,6 +38,7 @@ from torchdnc.data.babi import (ALL_TASKS, EncodedStories, Vocabulary, encode_st
 from torchdnc.tasks.base import Batch, Task
 
 SPLITS = ("train", "valid", "test")
+BATCHING = ("mixed", "buckets")
 
 # Words that only name something and may be swapped for one another without
 # changing what a story means: people (within gender, since the pronoun tasks
@@ -138,8 +142,13 @@ class BabiTask(Task):
             here lacks task 3's), with a warning and a note in `notes`.
         valid_fraction: share of each task's training stories held out.
         split_seed: seeds the held-out choice, independently of training seeds.
-        bucket_size: training stories per length bucket; a batch comes from one
-            bucket, so padding stays small (see `padding_fraction`).
+        batching: "mixed" (default): a batch is one of ``pool_batches`` length-sorted
+            slices of a random pool of stories from all tasks, so tasks mix
+            within a batch and padding stays small (see `padding_fraction`,
+            `task_mix`); "buckets": a batch comes from one of the fixed
+            length buckets of ``bucket_size`` stories (nearly one task each).
+        pool_batches: batches per pool in "mixed" batching.
+        bucket_size: training stories per length bucket ("buckets").
         augment: not in the paper, off by default. Each training story gets its
             own random renaming of people (within gender) and places among those
             its bAbI task uses (`INTERCHANGEABLE`), applied to the whole story
@@ -165,6 +174,8 @@ class BabiTask(Task):
     split_seed: int = 0
     bucket_size: int = 256
     augment: bool = False
+    batching: str = "mixed"
+    pool_batches: int = 8
 
     def __post_init__(self) -> None:
         parse_task_selection(self.tasks)
@@ -176,10 +187,12 @@ class BabiTask(Task):
         fraction = self.valid_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
             raise ValueError(f"babi.valid_fraction: expected a number in [0, 1), got {fraction!r}")
-        for name in ("split_seed", "bucket_size"):
+        if self.batching not in BATCHING:
+            raise ValueError(f"babi.batching: expected one of {BATCHING}, got {self.batching!r}")
+        for name in ("split_seed", "bucket_size", "pool_batches"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "bucket_size"):
-                raise ValueError(f"babi.{name}: expected an integer >= {int(name == 'bucket_size')}, "
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name != "split_seed"):
+                raise ValueError(f"babi.{name}: expected an integer >= {int(name != 'split_seed')}, "
                                  f"got {value!r}")
 
     # -- data ---------------------------------------------------------------
@@ -239,20 +252,39 @@ class BabiTask(Task):
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """Training stories of similar length, drawn with ``generator`` only.
 
-        A bucket is drawn with probability proportional to its size, then
-        ``batch_size`` distinct stories within it (with repeats only when the
-        bucket is smaller than the batch), so every story is equally likely.
+        "mixed": ``pool_batches * batch_size`` distinct stories drawn uniformly
+        from the whole training set, sorted by length, cut into ``pool_batches``
+        slices; one slice, drawn uniformly, is the batch. "buckets": a bucket is
+        drawn with probability proportional to its size, then ``batch_size``
+        distinct stories within it. Either way every story is equally likely
+        (repeats only when there are fewer stories than a batch).
         """
-        buckets = self.data.buckets
-        sizes = torch.tensor([len(bucket) for bucket in buckets], dtype=torch.float)
-        bucket = buckets[int(torch.multinomial(sizes, 1, generator=generator))]
-        if len(bucket) >= batch_size:
-            chosen = bucket[torch.randperm(len(bucket), generator=generator)[:batch_size]]
+        if self.batching == "mixed":
+            chosen = self._mixed(batch_size, generator)
         else:
-            chosen = bucket[torch.randint(len(bucket), (batch_size,), generator=generator)]
+            buckets = self.data.buckets
+            sizes = torch.tensor([len(bucket) for bucket in buckets], dtype=torch.float)
+            chosen = _draw(buckets[int(torch.multinomial(sizes, 1, generator=generator))],
+                           batch_size, generator)
         if self.augment:
             return self.augmented(chosen, generator)
         return self.make_batch("train", chosen)
+
+    def _mixed(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        lengths = self.data.splits["train"].lengths
+        pool = _draw(torch.arange(len(lengths)), self.pool_batches * batch_size, generator)
+        pool = pool[torch.argsort(lengths[pool], stable=True)]
+        slices = pool.split(batch_size)
+        return slices[int(torch.randint(len(slices), (), generator=generator))]
+
+    def task_mix(self, batch_size: int, batches: int, seed: int = 0) -> float:
+        """Mean share of a training batch held by its most common bAbI task."""
+        generator = torch.Generator().manual_seed(seed)
+        shares = []
+        for _ in range(batches):
+            tasks = self.sample(batch_size, generator).info["task"]
+            shares.append(float(torch.bincount(tasks).max()) / len(tasks))
+        return sum(shares) / len(shares)
 
     def interchangeable_ids(self) -> dict[int, list[Tensor]]:
         """bAbI task -> groups of word ids (`INTERCHANGEABLE`) used in its training stories."""
@@ -360,6 +392,13 @@ class BabiTask(Task):
             raise ValueError(f"babi: {split} split has {len(matches)} stories of task {babi_task}, "
                              f"asked for number {number}")
         return int(matches[number])
+
+
+def _draw(indices: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` of ``indices``, without repeats where there are enough."""
+    if len(indices) >= count:
+        return indices[torch.randperm(len(indices), generator=generator)[:count]]
+    return indices[torch.randint(len(indices), (count,), generator=generator)]
 
 
 def story_counts(task: BabiTask) -> dict[str, dict[int, int]]:

@@ -196,6 +196,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "eval_interval": 250, "eval_batches": 8, "checkpoint_interval": 500,
             "solved_threshold": 0.02, "solved_patience": 2, "keep_best": True,
         },
+        # All 20 tasks jointly, the paper's encoding (no renaming), on a CPU budget:
+        # about 80 minutes on one core. Batches mix the tasks (task.batching).
+        "joint": {
+            "task.tasks": "all", "dnc.hidden_size": 128, "dnc.memory_size": 48,
+            "dnc.word_size": 32, "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3,
+            "batch_size": 16, "iterations": 40000, "curriculum": False, "eval_interval": 1000,
+            "eval_batches": 16, "checkpoint_interval": 1000, "keep_best": True,
+        },
     },
     # Graph tasks (Methods and Extended Data Tables 2-5). Lessons pass at 90% of
     # sequences right (80% for shortest path): curriculum_threshold is the error.
