@@ -31,10 +31,25 @@ def cosine(key, row):
     return float(np.dot(key, row)) / (key_norm * row_norm + EPS)
 
 
-def content(memory, key, strength):
-    """C(M, k, beta): [N]."""
-    scores = np.array([strength * cosine(key, memory[i]) for i in range(memory.shape[0])])
-    return softmax(scores)
+def content(memory, key, strength, mask=None):
+    """C(M, k, beta): [N]; with a mask (Csordás & Schmidhuber 2019, section 3.1)
+    C(M, k, beta, m)[i] = softmax(beta D(k * m, M[i] * m))."""
+    if mask is not None:
+        key = [k * m for k, m in zip(key, mask)]
+    scores = []
+    for i in range(memory.shape[0]):
+        row = memory[i] if mask is None else [v * m for v, m in zip(memory[i], mask)]
+        scores.append(strength * cosine(key, row))
+    return softmax(np.array(scores))
+
+
+def sharpen(d, s):
+    """Csordás & Schmidhuber 2019, section 3.3: ((d + eps) / max(d + eps))^s, normalised."""
+    shifted = [v + EPS for v in d]
+    top = max(shifted)
+    powered = [(v / top) ** s for v in shifted]
+    total = sum(powered)
+    return np.array([v / total for v in powered])
 
 
 def allocation(usage):
@@ -60,7 +75,10 @@ def multi_allocation(usage, gates):
     return np.array(out)
 
 
-def parse(xi, R, W, K, strength="oneplus"):
+def parse(xi, R, W, K, strength="oneplus", masking=False, sharpness=False, temporal_links=True):
+    """The interface; the successors' parts follow the DNC's (docs/semantics.md):
+    read modes only with temporal links; then read masks [R, W] and write masks
+    [K, W] (sigmoid); then forward and backward exponents [R] each (oneplus)."""
     act = (lambda v: 1 + softplus(v)) if strength == "oneplus" else softplus
     pos = 0
 
@@ -81,20 +99,32 @@ def parse(xi, R, W, K, strength="oneplus"):
         allocation_gates=sigmoid(take(K)),
         write_gates=sigmoid(take(K)),
     )
-    modes = take(R * (1 + 2 * K)).reshape(R, 1 + 2 * K)
-    parts["read_modes"] = np.array([softmax(m) for m in modes])
+    if temporal_links:
+        modes = take(R * (1 + 2 * K)).reshape(R, 1 + 2 * K)
+        parts["read_modes"] = np.array([softmax(m) for m in modes])
+    if masking:
+        parts["read_masks"] = sigmoid(take(R * W)).reshape(R, W)
+        parts["write_masks"] = sigmoid(take(K * W)).reshape(K, W)
+    if sharpness:
+        parts["forward_sharpness"] = 1 + softplus(take(R))
+        parts["backward_sharpness"] = 1 + softplus(take(R))
     assert pos == len(xi)
     return parts
 
 
-def zero_state(N, W, R, K):
-    return dict(memory=np.zeros((N, W)), usage=np.zeros(N), link=np.zeros((K, N, N)),
-                precedence=np.zeros((K, N)), read_weights=np.zeros((R, N)),
+def zero_state(N, W, R, K, temporal_links=True):
+    L = N if temporal_links else 0
+    return dict(memory=np.zeros((N, W)), usage=np.zeros(N), link=np.zeros((K, L, L)),
+                precedence=np.zeros((K, L)), read_weights=np.zeros((R, N)),
                 write_weights=np.zeros((K, N)))
 
 
-def memory_step(state, p):
-    """One access step for one batch element; returns (new state, reads [R, W])."""
+def memory_step(state, p, deallocation=False):
+    """One access step for one batch element; returns (new state, reads [R, W]).
+
+    The successors (Csordás & Schmidhuber 2019; Franke et al. 2018) follow from
+    ``p``: masks and sharpness exponents where it has them, content-only reads
+    where it has no read modes; ``deallocation`` erases by the retention psi."""
     M = state["memory"]
     N, W = M.shape
     K, R = state["write_weights"].shape[0], state["read_weights"].shape[0]
@@ -115,23 +145,30 @@ def memory_step(state, p):
     alloc = multi_allocation(usage, gates)
     ww = np.zeros((K, N))
     for k in range(K):
-        cw = content(M, p["write_keys"][k], p["write_strengths"][k])
+        cw = content(M, p["write_keys"][k], p["write_strengths"][k],
+                     p["write_masks"][k] if "write_masks" in p else None)
         ga, gw = p["allocation_gates"][k], p["write_gates"][k]
         ww[k] = gw * (ga * alloc[k] + (1 - ga) * cw)
-    # 4. erase then write
+    # 4. erase then write (de-allocation: M_{t-1} * psi 1^T * (E - w e^T) + w v^T)
+    psi = np.ones(N)
+    if deallocation:
+        for i in range(N):
+            for r in range(R):
+                psi[i] *= 1 - p["free_gates"][r] * state["read_weights"][r, i]
     new_M = np.zeros_like(M)
     for i in range(N):
         for j in range(W):
-            keep = 1.0
+            keep = psi[i]
             add = 0.0
             for k in range(K):
                 keep *= 1 - ww[k, i] * p["erase"][k, j]
                 add += ww[k, i] * p["write_vectors"][k, j]
             new_M[i, j] = M[i, j] * keep + add
     # 5. links from the previous precedence, then precedence
+    links = "read_modes" in p
     link = np.zeros_like(state["link"])
     prec = np.zeros_like(state["precedence"])
-    for k in range(K):
+    for k in range(K if links else 0):
         for i in range(N):
             for j in range(N):
                 if i != j:
@@ -141,12 +178,19 @@ def memory_step(state, p):
     # 6-8. reads on the new memory
     rw = np.zeros((R, N))
     for r in range(R):
-        c = content(new_M, p["read_keys"][r], p["read_strengths"][r])
+        c = content(new_M, p["read_keys"][r], p["read_strengths"][r],
+                    p["read_masks"][r] if "read_masks" in p else None)
+        if not links:  # the content-based memory unit
+            rw[r] = c
+            continue
         modes = p["read_modes"][r]
         total = modes[K] * c
         for k in range(K):
             fwd = link[k] @ state["read_weights"][r]
             bwd = link[k].T @ state["read_weights"][r]
+            if "forward_sharpness" in p:
+                fwd = sharpen(fwd, p["forward_sharpness"][r])
+                bwd = sharpen(bwd, p["backward_sharpness"][r])
             total = total + modes[k] * bwd + modes[K + 1 + k] * fwd
         rw[r] = total
     reads = rw @ new_M
@@ -173,7 +217,23 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     return (1 - z) * n + z * h
 
 
-def dnc_run(x, params, N, W, R, K, clip, controller="lstm"):
+def layer_norm(v, gain, bias, eps=1e-6):
+    mean = sum(v) / len(v)
+    variance = sum((a - mean) ** 2 for a in v) / len(v)
+    return np.array([(a - mean) / np.sqrt(variance + eps) * g + b for a, g, b in zip(v, gain, bias)])
+
+
+def backward_lstm(x, layer):
+    """h^bw_t of an LSTM run over x from the last step to the first."""
+    H = layer["w_hh"].shape[1]
+    h, c, out = np.zeros(H), np.zeros(H), [None] * len(x)
+    for t in reversed(range(len(x))):
+        h, c = lstm_cell(x[t], h, c, layer["w_ih"], layer["w_hh"], layer["b_ih"], layer["b_hh"])
+        out[t] = h
+    return out
+
+
+def dnc_run(x, params, N, W, R, K, clip, controller="lstm", options=None):
     """Whole DNC over x [T, I] for one batch element.
 
     ``params``: w_xi, b_xi, w_y, b_y and either w_ih, w_hh, b_ih, b_hh (a
@@ -190,7 +250,9 @@ def dnc_run(x, params, N, W, R, K, clip, controller="lstm"):
     h = [np.zeros(H) for _ in layers]
     c = [np.zeros(H) for _ in layers]
     reads = np.zeros(R * W)
-    state = zero_state(N, W, R, K)
+    links = options.get("temporal_links", True)
+    state = zero_state(N, W, R, K, links)
+    context = backward_lstm(x, params["backward"]) if options.get("bidirectional") else None
     ys = []
 
     def clipped(v):
@@ -207,8 +269,14 @@ def dnc_run(x, params, N, W, R, K, clip, controller="lstm"):
             h[l], c[l] = lstm_cell(inp, h[l], c[l], *weights)
             h[l], c[l] = clipped(h[l]), clipped(c[l])
         hidden = h[-1] if controller == "gru" else np.concatenate(h)
+        if context is not None:
+            hidden = np.concatenate([hidden, context[len(ys)]])
         xi = params["w_xi"] @ hidden + params["b_xi"]
-        state, r = memory_step(state, parse(xi, R, W, K))
+        if options.get("layer_norm"):
+            xi = layer_norm(xi, params["ln_gain"], params["ln_bias"])
+        parts = parse(xi, R, W, K, masking=options.get("masking", False),
+                      sharpness=options.get("sharpness", False), temporal_links=links)
+        state, r = memory_step(state, parts, options.get("deallocation", False))
         reads = r.reshape(-1)
         ys.append(clipped(params["w_y"] @ np.concatenate([hidden, reads]) + params["b_y"]))
     return np.array(ys)

@@ -22,6 +22,10 @@ from torch import Tensor
 # |x| = sqrt(sum x^2 + eps) and D = k.m / (|k| |m| + eps) (DeepMind uses 1e-6).
 SIMILARITY_EPSILON = 1e-6
 
+# Added to the directional weightings before they are sharpened (Csordás &
+# Schmidhuber 2019, section 3.3): keeps d^s and its gradient finite where d = 0.
+SHARPNESS_EPSILON = 1e-6
+
 # Usage is mapped to eps + (1 - eps) u before allocation so that the
 # exclusive cumulative product of usages never multiplies by an exact zero,
 # which keeps the gradient through it defined (DeepMind uses 1e-6).
@@ -37,19 +41,31 @@ def oneplus(x: Tensor) -> Tensor:
     return 1 + F.softplus(x)
 
 
-def cosine_similarity(memory: Tensor, keys: Tensor) -> Tensor:
+def cosine_similarity(memory: Tensor, keys: Tensor, masks: Tensor | None = None) -> Tensor:
     """Cosine similarity D(k, M[i,.]) of every key with every memory row.
 
     Methods, "Content-based addressing": D(u, v) = u.v / (|u||v|), here with
     |x| = sqrt(sum x^2 + eps) and D = k.m / (|k||m| + eps).
 
+    With ``masks`` (masked content addressing, Csordás & Schmidhuber 2019,
+    section 3.1) each head compares only the masked parts: D(k * m, M[i,.] * m),
+    the norms taken of the masked vectors too.
+
     Args:
         memory: M, ``[B, N, W]``.
         keys: k, ``[B, heads, W]``.
+        masks: optional m in [0, 1], one per head, ``[B, heads, W]``.
 
     Returns:
         D, ``[B, heads, N]``.
     """
+    if masks is not None:
+        keys = keys * masks
+        masked = memory.unsqueeze(1) * masks.unsqueeze(2)  # [B, heads, N, W]
+        dot = (masked * keys.unsqueeze(2)).sum(-1)
+        memory_norms = torch.sqrt((masked * masked).sum(-1) + SIMILARITY_EPSILON)
+        key_norms = torch.sqrt((keys * keys).sum(-1) + SIMILARITY_EPSILON)
+        return dot / (key_norms.unsqueeze(-1) * memory_norms + SIMILARITY_EPSILON)
     dot = torch.matmul(keys, memory.transpose(-1, -2))
     memory_norms = torch.sqrt((memory * memory).sum(-1) + SIMILARITY_EPSILON)
     key_norms = torch.sqrt((keys * keys).sum(-1) + SIMILARITY_EPSILON)
@@ -57,21 +73,39 @@ def cosine_similarity(memory: Tensor, keys: Tensor) -> Tensor:
     return dot / (norms + SIMILARITY_EPSILON)
 
 
-def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
+def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor,
+                    masks: Tensor | None = None) -> Tensor:
     """Content-based weightings C(M, k, beta), Methods, "Content-based addressing".
 
-    C(M, k, beta)[i] = softmax_i(beta * D(k, M[i,.])).
+    C(M, k, beta)[i] = softmax_i(beta * D(k, M[i,.])); with ``masks``,
+    C(M, k, beta, m)[i] = softmax_i(beta * D(k * m, M[i,.] * m)) (masked
+    content addressing, Csordás & Schmidhuber 2019).
 
     Args:
         memory: M, ``[B, N, W]``.
         keys: lookup keys k (read keys k^r or write keys k^w), ``[B, heads, W]``.
         strengths: key strengths beta in [1, inf), ``[B, heads]``.
+        masks: optional m in [0, 1], ``[B, heads, W]``.
 
     Returns:
         c, ``[B, heads, N]``, each row a distribution over slots.
     """
-    similarity = cosine_similarity(memory, keys)
+    similarity = cosine_similarity(memory, keys, masks)
     return torch.softmax(strengths.unsqueeze(-1) * similarity, dim=-1)
+
+
+def retention(free_gates: Tensor, read_weights: Tensor) -> Tensor:
+    """Retention psi_t = prod_i (1 - f^i_t w^{r,i}_{t-1}), Methods, "Dynamic memory
+    allocation": how much of each slot the free gates leave.
+
+    Args:
+        free_gates: f_t in [0, 1], ``[B, R]``.
+        read_weights: w^r_{t-1}, ``[B, R, N]``.
+
+    Returns:
+        psi_t, ``[B, N]`` in [0, 1].
+    """
+    return torch.prod(1 - free_gates.unsqueeze(-1) * read_weights, dim=1)
 
 
 def usage_update(
@@ -96,8 +130,8 @@ def usage_update(
     """
     write_weights = write_weights.detach()
     aggregate_write = 1 - torch.prod(1 - write_weights, dim=1)
-    retention = torch.prod(1 - free_gates.unsqueeze(-1) * read_weights, dim=1)
-    return (usage + aggregate_write - usage * aggregate_write) * retention
+    kept = torch.prod(1 - free_gates.unsqueeze(-1) * read_weights, dim=1)
+    return (usage + aggregate_write - usage * aggregate_write) * kept
 
 
 def _single_allocation(usage: Tensor) -> Tensor:
@@ -178,22 +212,30 @@ def write_weights(
 
 
 def erase_and_write(
-    memory: Tensor, write_weights: Tensor, erase: Tensor, write_vectors: Tensor
+    memory: Tensor, write_weights: Tensor, erase: Tensor, write_vectors: Tensor,
+    retention: Tensor | None = None,
 ) -> Tensor:
     """New memory M_t, Methods, "Reading and writing to memory".
 
     M_t = M_{t-1} * prod_k (E - w^{w,k}_t e_k^T) + sum_k w^{w,k}_t v_k^T.
+
+    With ``retention`` psi_t (de-allocation, Csordás & Schmidhuber 2019,
+    section 3.2, eq. 1) freed slots are erased as well, in the same update:
+    M_t = M_{t-1} * (psi_t 1^T) * prod_k (E - w^{w,k}_t e_k^T) + sum_k w^{w,k}_t v_k^T.
 
     Args:
         memory: M_{t-1}, ``[B, N, W]``.
         write_weights: w^w_t, ``[B, K, N]``.
         erase: erase vectors e_t in [0, 1], ``[B, K, W]``.
         write_vectors: v_t, ``[B, K, W]``.
+        retention: optional psi_t, ``[B, N]``.
 
     Returns:
         M_t, ``[B, N, W]``.
     """
     keep = torch.prod(1 - write_weights.unsqueeze(-1) * erase.unsqueeze(-2), dim=1)
+    if retention is not None:
+        keep = retention.unsqueeze(-1) * keep
     return memory * keep + torch.matmul(write_weights.transpose(1, 2), write_vectors)
 
 
@@ -254,6 +296,24 @@ def directional_weights(link: Tensor, read_weights: Tensor) -> tuple[Tensor, Ten
     forward = torch.matmul(weights, link.transpose(-1, -2))
     backward = torch.matmul(weights, link)
     return forward.transpose(1, 2), backward.transpose(1, 2)
+
+
+def sharpen(weights: Tensor, exponents: Tensor) -> Tensor:
+    """Sharpened directional weightings, Csordás & Schmidhuber 2019, section 3.3.
+
+    S(d, s)[j] = ((d[j] + eps) / max(d + eps))^s / sum_k ((d[k] + eps) / max(d + eps))^s,
+    eps = 1e-6, over the slots j; s >= 1 (oneplus of the interface).
+
+    Args:
+        weights: d, forward or backward weightings, ``[B, R, K, N]``.
+        exponents: s per read head, ``[B, R]`` (shared by the K write heads' links).
+
+    Returns:
+        ``[B, R, K, N]``, each row a distribution over slots.
+    """
+    shifted = weights + SHARPNESS_EPSILON
+    scaled = (shifted / shifted.amax(-1, keepdim=True)) ** exponents[..., None, None]
+    return scaled / scaled.sum(-1, keepdim=True)
 
 
 def read_weights(

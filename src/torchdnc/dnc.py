@@ -27,7 +27,8 @@ from torch import Tensor
 from torchdnc import fields
 from torchdnc.controller import LSTMState, lstm_cell
 from torchdnc.kernels import fused
-from torchdnc.memory import MemoryAccess, MemoryState, memory_step, parse_interface, traced_memory_step
+from torchdnc.memory import (MemoryAccess, MemoryOptions, MemoryState, memory_step, parse_interface,
+                             traced_memory_step)
 from torchdnc.recurrent import (RecurrentMemoryModel, RecurrentState, carry_where,
                                 check_model_config)
 
@@ -61,18 +62,53 @@ class DNCConfig(fields.ConfigIO):
     # Refuse NaN / inf in x (outside padding) with a ValueError, before it poisons
     # the carried state; one reduction and one host sync per call. False lets it through.
     check_finite: bool = True
+    # The DNC's successors (docs/semantics.md); all off is the paper's DNC, bit for bit.
+    # Csordás & Schmidhuber 2019: masked content addressing (M), de-allocation that
+    # erases freed slots (D), sharpness control of the link distributions (S).
+    masking: bool = False
+    mask_min: float = 0.0  # masks m <- m (1 - mask_min) + mask_min (their "beta"; 0.1 on recall)
+    deallocation: bool = False
+    sharpness: bool = False
+    # Franke et al. 2018 (rsDNC): layer normalisation of the memory unit's input,
+    # dropout on the controller's path around the memory, the content-based memory
+    # unit (no temporal links), and a backward LSTM over the whole input (bi-rsDNC).
+    layer_norm: bool = False
+    bypass_dropout: float = 0.0
+    temporal_links: bool = True
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         check_model_config(self)
+        for name in ("masking", "deallocation", "sharpness", "layer_norm", "temporal_links",
+                     "bidirectional"):
+            fields.boolean(name, getattr(self, name))
+        fields.number("mask_min", self.mask_min, 0, below=1)
+        fields.number("bypass_dropout", self.bypass_dropout, 0, below=1)
+        if self.mask_min and not self.masking:
+            raise ValueError(f"mask_min: needs masking=True, got mask_min={self.mask_min}")
         fields.integer("num_writes", self.num_writes, 1)
         fields.choice("implementation", self.implementation, IMPLEMENTATIONS)
         if self.implementation == "fused" and (self.controller != "lstm" or self.num_layers != 1):
             raise ValueError("implementation: 'fused' needs controller='lstm' with num_layers=1, "
                              f"got controller={self.controller!r}, num_layers={self.num_layers}")
+        if self.implementation == "fused" and self.variant_options():
+            raise ValueError("implementation: 'fused' runs the paper's DNC; with "
+                             f"{', '.join(self.variant_options())} use 'auto' (the plain path)")
         if self.implementation == "fused" and self.num_reads > fused.MAX_READS:
             raise ValueError(f"implementation: 'fused' handles num_reads <= {fused.MAX_READS}, "
                              f"got num_reads={self.num_reads} (use 'auto' or 'plain')")
         fields.integer("backward_chunk", self.backward_chunk, 0)
+
+    @property
+    def memory_options(self) -> MemoryOptions:
+        return MemoryOptions(self.masking, self.deallocation, self.sharpness, self.temporal_links)
+
+    def variant_options(self) -> list[str]:
+        """The options on that the fused kernel does not run (bypass dropout it does)."""
+        return [name for name, on in (("masking", self.masking), ("deallocation", self.deallocation),
+                                      ("sharpness", self.sharpness), ("layer_norm", self.layer_norm),
+                                      ("temporal_links=False", not self.temporal_links),
+                                      ("bidirectional", self.bidirectional)) if on]
 
 
 class DNCState(RecurrentState):
@@ -112,18 +148,19 @@ class DNC(RecurrentMemoryModel):
 
         def memory_layers(c: DNCConfig, controller_output: int) -> None:
             self.access = MemoryAccess(controller_output, c.memory_size, c.word_size, c.num_reads,
-                                       c.num_writes, c.strength_activation)
+                                       c.num_writes, c.strength_activation, c.memory_options,
+                                       c.layer_norm, c.mask_min)
 
         self._build(DNCConfig, config, kwargs, memory_layers)
 
     def _initial_access(self, batch_size: int, device, dtype) -> MemoryState:
         c = self.config
         return MemoryState.zeros(batch_size, c.memory_size, c.word_size, c.num_reads, c.num_writes,
-                                 device=device, dtype=dtype)
+                                 device=device, dtype=dtype, temporal_links=c.temporal_links)
 
     def _memory_step(self, session, state: MemoryState, hidden: Tensor, keep_t: Tensor | None):
-        interface = self.access.parse(hidden)
-        new_state, reads, parts = traced_memory_step(state, interface)
+        interface, extras = self.access.parse_all(hidden)
+        new_state, reads, parts = traced_memory_step(state, interface, self.access.options, extras)
         return carry_where(keep_t, new_state, state), reads, (interface, parts)
 
     def _trace_record(self, state: MemoryState, details) -> DNCTrace:
@@ -137,7 +174,8 @@ class DNC(RecurrentMemoryModel):
 
     def _whole_sequence(self, x: Tensor, projected: Tensor, state: DNCState, keep: Tensor | None):
         c = self.config
-        if c.implementation not in ("auto", "fused") or c.controller != "lstm" or c.num_layers != 1:
+        if c.implementation not in ("auto", "fused") or c.controller != "lstm" or c.num_layers != 1 \
+                or c.variant_options():
             return None
         if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) \
                 or c.num_reads > fused.MAX_READS or not fused.available():

@@ -17,6 +17,10 @@ from torchdnc import addressing
 from torchdnc.addressing import STRENGTH_ACTIVATIONS
 
 
+# LayerNorm's epsilon for the rsDNC's interface normalisation (as its authors' code).
+LAYER_NORM_EPSILON = 1e-6
+
+
 class MemoryState(NamedTuple):
     """The memory at one time step; all zeros at t = 0.
 
@@ -46,14 +50,18 @@ class MemoryState(NamedTuple):
         num_writes: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        temporal_links: bool = True,
     ) -> "MemoryState":
-        """The initial state: every tensor all zeros."""
+        """The initial state: every tensor all zeros. Without ``temporal_links``
+        (the content-based memory unit) link and precedence are empty,
+        ``[B, K, 0, 0]`` and ``[B, K, 0]``: nothing of size N x N is kept."""
         B, N, W, R, K = batch_size, memory_size, word_size, num_reads, num_writes
+        L = N if temporal_links else 0
 
         def zeros(*shape: int) -> Tensor:
             return torch.zeros(shape, device=device, dtype=dtype)
 
-        return cls(zeros(B, N, W), zeros(B, N), zeros(B, K, N, N), zeros(B, K, N),
+        return cls(zeros(B, N, W), zeros(B, N), zeros(B, K, L, L), zeros(B, K, L),
                    zeros(B, R, N), zeros(B, K, N))
 
     def detach(self) -> "MemoryState":
@@ -75,7 +83,7 @@ class Interface(NamedTuple):
         allocation_gates: g^a in [0, 1], ``[B, K]``.
         write_gates: g^w in [0, 1], ``[B, K]``.
         read_modes: pi, softmax over ``[backward_1..K, content, forward_1..K]``,
-            ``[B, R, 1 + 2K]``.
+            ``[B, R, 1 + 2K]``; without temporal links the content mode is 1.
     """
 
     read_keys: Tensor
@@ -90,10 +98,55 @@ class Interface(NamedTuple):
     read_modes: Tensor
 
 
-def interface_size(num_reads: int, word_size: int, num_writes: int = 1) -> int:
-    """Length of the raw interface vector: R W + R + 3 K W + 3 K + R + R (1 + 2K)."""
+class InterfaceExtras(NamedTuple):
+    """The interface parts that only the successors' options add (None when off):
+    masks for masked content addressing and exponents for the sharpness control
+    of Csordás & Schmidhuber 2019.
+
+    Attributes:
+        read_masks: m^r in [0, 1], ``[B, R, W]`` (``masking``).
+        write_masks: m^w in [0, 1], ``[B, K, W]`` (``masking``).
+        forward_sharpness: s^f in [1, inf), ``[B, R]`` (``sharpness``).
+        backward_sharpness: s^b in [1, inf), ``[B, R]`` (``sharpness``).
+    """
+
+    read_masks: Tensor | None = None
+    write_masks: Tensor | None = None
+    forward_sharpness: Tensor | None = None
+    backward_sharpness: Tensor | None = None
+
+
+class MemoryOptions(NamedTuple):
+    """The DNC's successors as switches; all off is the paper's DNC.
+
+    Attributes:
+        masking: masked content addressing (Csordás & Schmidhuber 2019, "M").
+        deallocation: free gates also erase the freed slots' content ("D").
+        sharpness: learned sharpening of the forward / backward weightings ("S").
+        temporal_links: the link matrix and the forward / backward read modes;
+            False is the rsDNC's content-based memory unit (Franke et al. 2018).
+    """
+
+    masking: bool = False
+    deallocation: bool = False
+    sharpness: bool = False
+    temporal_links: bool = True
+
+
+def interface_size(num_reads: int, word_size: int, num_writes: int = 1,
+                   options: MemoryOptions = MemoryOptions()) -> int:
+    """Length of the raw interface vector: R W + R + 3 K W + 3 K + R + R (1 + 2K);
+    with the options: no read modes without temporal links, + (R + K) W masks,
+    + 2 R sharpness exponents."""
     R, W, K = num_reads, word_size, num_writes
-    return R * W + R + 3 * K * W + 3 * K + R + R * (1 + 2 * K)
+    size = R * W + R + 3 * K * W + 3 * K + R
+    if options.temporal_links:
+        size += R * (1 + 2 * K)
+    if options.masking:
+        size += (R + K) * W
+    if options.sharpness:
+        size += 2 * R
+    return size
 
 
 def parse_interface(
@@ -111,6 +164,7 @@ def parse_interface(
     [R, 1 + 2K]. Keys and write vectors pass unchanged; strengths through
     oneplus (or softplus, DeepMind's choice); erase vectors and gates through
     a sigmoid; read modes through a softmax over each head's 1 + 2K modes.
+    `split_interface` is the same with the successors' options.
 
     Args:
         xi: raw interface vectors, ``[..., interface_size]``.
@@ -122,12 +176,49 @@ def parse_interface(
     Returns:
         The `Interface`, each part with the leading axes of ``xi``.
     """
+    return split_interface(xi, num_reads, word_size, num_writes, strength_activation)[0]
+
+
+def split_interface(
+    xi: Tensor,
+    num_reads: int,
+    word_size: int,
+    num_writes: int = 1,
+    strength_activation: str = "oneplus",
+    options: MemoryOptions = MemoryOptions(),
+) -> tuple[Interface, InterfaceExtras]:
+    """Split the raw interface vector xi_t and apply its nonlinearities.
+
+    Layout (DESIGN.md section 3): read keys [R, W], read strengths [R], write
+    keys [K, W], write strengths [K], erase vectors [K, W], write vectors
+    [K, W], free gates [R], allocation gates [K], write gates [K], read modes
+    [R, 1 + 2K]. Keys and write vectors pass unchanged; strengths through
+    oneplus (or softplus, DeepMind's choice); erase vectors and gates through
+    a sigmoid; read modes through a softmax over each head's 1 + 2K modes.
+
+    The options (`MemoryOptions`) change the layout only at its end: without
+    temporal links the read modes are absent (the content mode is 1); then,
+    with masking, read masks [R, W] and write masks [K, W] (sigmoid); then,
+    with sharpness, forward exponents [R] and backward exponents [R] (oneplus).
+
+    Args:
+        xi: raw interface vectors, ``[..., interface_size]``.
+        num_reads: R.
+        word_size: W.
+        num_writes: K.
+        strength_activation: ``"oneplus"`` (the paper) or ``"softplus"``.
+        options: the successors' switches (`MemoryOptions`); all off by default.
+
+    Returns:
+        (the `Interface`, the `InterfaceExtras`), each part with the leading
+        axes of ``xi``.
+    """
     R, W, K = num_reads, word_size, num_writes
-    expected = interface_size(R, W, K)
+    expected = interface_size(R, W, K, options)
     if xi.shape[-1] != expected:
         raise ValueError(
             f"xi: expected last dimension {expected} (num_reads={R}, word_size={W}, "
-            f"num_writes={K}), got shape {tuple(xi.shape)}"
+            f"num_writes={K}, {options}), got shape {tuple(xi.shape)}"
         )
     if strength_activation == "oneplus":
         strength = addressing.oneplus
@@ -139,10 +230,28 @@ def parse_interface(
             f"got {strength_activation!r}"
         )
     lead = xi.shape[:-1]
-    sizes = [R * W, R, K * W, K, K * W, K * W, R, K, K, R * (1 + 2 * K)]
+    modes = R * (1 + 2 * K) if options.temporal_links else 0
+    extra = (R + K) * W * options.masking + 2 * R * options.sharpness
+    sizes = [R * W, R, K * W, K, K * W, K * W, R, K, K, modes]
+    if extra:
+        xi, rest = xi.split([xi.shape[-1] - extra, extra], dim=-1)
     (read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
      free_gates, allocation_gates, write_gates, read_modes) = torch.split(xi, sizes, dim=-1)
-    return Interface(
+    if options.temporal_links:
+        read_modes = torch.softmax(read_modes.reshape(*lead, R, 1 + 2 * K), dim=-1)
+    else:  # content reads only: the content mode is 1
+        read_modes = F.one_hot(torch.full((), K, dtype=torch.long, device=xi.device),
+                               1 + 2 * K).to(xi.dtype).expand(*lead, R, 1 + 2 * K)
+    parts = {}
+    if options.masking:
+        read_masks, write_masks, rest = rest.split([R * W, K * W, rest.shape[-1] - (R + K) * W], -1)
+        parts.update(read_masks=torch.sigmoid(read_masks).reshape(*lead, R, W),
+                     write_masks=torch.sigmoid(write_masks).reshape(*lead, K, W))
+    if options.sharpness:
+        forward, backward = rest.split([R, R], dim=-1)
+        parts.update(forward_sharpness=addressing.oneplus(forward),
+                     backward_sharpness=addressing.oneplus(backward))
+    interface = Interface(
         read_keys=read_keys.reshape(*lead, R, W),
         read_strengths=strength(read_strengths),
         write_keys=write_keys.reshape(*lead, K, W),
@@ -152,8 +261,9 @@ def parse_interface(
         free_gates=torch.sigmoid(free_gates),
         allocation_gates=torch.sigmoid(allocation_gates),
         write_gates=torch.sigmoid(write_gates),
-        read_modes=torch.softmax(read_modes.reshape(*lead, R, 1 + 2 * K), dim=-1),
+        read_modes=read_modes,
     )
+    return interface, InterfaceExtras(**parts)
 
 
 class StepTrace(NamedTuple):
@@ -165,7 +275,8 @@ class StepTrace(NamedTuple):
 
 
 def traced_memory_step(
-    state: MemoryState, interface: Interface
+    state: MemoryState, interface: Interface, options: MemoryOptions = MemoryOptions(),
+    extras: InterfaceExtras = InterfaceExtras(),
 ) -> tuple[MemoryState, Tensor, StepTrace]:
     """`memory_step` that also returns the allocation and content weightings."""
     usage = addressing.usage_update(
@@ -175,29 +286,39 @@ def traced_memory_step(
         usage, interface.allocation_gates * interface.write_gates
     )
     write_content = addressing.content_weights(
-        state.memory, interface.write_keys, interface.write_strengths
+        state.memory, interface.write_keys, interface.write_strengths, extras.write_masks
     )
     write_weights = addressing.write_weights(
         allocation, write_content, interface.allocation_gates, interface.write_gates
     )
+    retention = (addressing.retention(interface.free_gates, state.read_weights)
+                 if options.deallocation else None)
     memory = addressing.erase_and_write(
-        state.memory, write_weights, interface.erase, interface.write_vectors
+        state.memory, write_weights, interface.erase, interface.write_vectors, retention
     )
-    link = addressing.link_update(state.link, state.precedence, write_weights)
-    precedence = addressing.precedence_update(state.precedence, write_weights)
     read_content = addressing.content_weights(
-        memory, interface.read_keys, interface.read_strengths
+        memory, interface.read_keys, interface.read_strengths, extras.read_masks
     )
-    forward, backward = addressing.directional_weights(link, state.read_weights)
-    read_weights = addressing.read_weights(
-        read_content, forward, backward, interface.read_modes
-    )
+    if options.temporal_links:
+        link = addressing.link_update(state.link, state.precedence, write_weights)
+        precedence = addressing.precedence_update(state.precedence, write_weights)
+        forward, backward = addressing.directional_weights(link, state.read_weights)
+        if extras.forward_sharpness is not None:
+            forward = addressing.sharpen(forward, extras.forward_sharpness)
+            backward = addressing.sharpen(backward, extras.backward_sharpness)
+        read_weights = addressing.read_weights(
+            read_content, forward, backward, interface.read_modes
+        )
+    else:  # the content-based memory unit: content reads only, no links to keep
+        link, precedence, read_weights = state.link, state.precedence, read_content
     read_vectors = addressing.read_vectors(memory, read_weights)
     new_state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
     return new_state, read_vectors, StepTrace(allocation, write_content, read_content)
 
 
-def memory_step(state: MemoryState, interface: Interface) -> tuple[MemoryState, Tensor]:
+def memory_step(state: MemoryState, interface: Interface,
+                options: MemoryOptions = MemoryOptions(),
+                extras: InterfaceExtras = InterfaceExtras()) -> tuple[MemoryState, Tensor]:
     """One memory access, DESIGN.md section 3 steps 1-8 in order.
 
     Usage from the previous weights and the free gates; allocation (several
@@ -206,14 +327,20 @@ def memory_step(state: MemoryState, interface: Interface) -> tuple[MemoryState, 
     precedence; read content on the NEW memory; forward / backward from the
     NEW links and the PREVIOUS read weights; read weights and read vectors.
 
+    With ``options`` (`MemoryOptions`) and their ``extras`` the successors'
+    changes apply (docs/semantics.md): masked content weights, de-allocation
+    in the erase, sharpened forward / backward weightings, content-only reads.
+
     Args:
         state: the `MemoryState` at t - 1.
         interface: the parsed `Interface` at t.
+        options: the successors' switches; all off is the paper's step.
+        extras: the `InterfaceExtras` the options need.
 
     Returns:
         (state at t, read vectors r_t ``[B, R, W]``).
     """
-    new_state, read_vectors, _ = traced_memory_step(state, interface)
+    new_state, read_vectors, _ = traced_memory_step(state, interface, options, extras)
     return new_state, read_vectors
 
 
@@ -222,7 +349,9 @@ class MemoryAccess(nn.Module):
 
     Maps the controller output h_t and the previous `MemoryState` to the read
     vectors r_t and the next `MemoryState`. Parameters: ``interface`` (one
-    `nn.Linear`, h_t -> xi_t in the DESIGN.md layout).
+    `nn.Linear`, h_t -> xi_t in the DESIGN.md layout) and, with ``layer_norm``,
+    ``layer_norm`` (`nn.LayerNorm` over the whole raw xi_t, eps 1e-6, before it
+    is split: the rsDNC's normalisation of the memory unit's input).
 
     Args:
         input_size: size of the controller output h_t.
@@ -231,6 +360,9 @@ class MemoryAccess(nn.Module):
         num_reads: R.
         num_writes: K.
         strength_activation: ``"oneplus"`` or ``"softplus"``.
+        options: the successors' switches (`MemoryOptions`).
+        layer_norm: normalise xi_t (Franke et al. 2018).
+        mask_min: with masking, masks m <- m (1 - mask_min) + mask_min.
     """
 
     def __init__(
@@ -241,6 +373,9 @@ class MemoryAccess(nn.Module):
         num_reads: int = 4,
         num_writes: int = 1,
         strength_activation: str = "oneplus",
+        options: MemoryOptions = MemoryOptions(),
+        layer_norm: bool = False,
+        mask_min: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in [("input_size", input_size), ("memory_size", memory_size),
@@ -258,7 +393,12 @@ class MemoryAccess(nn.Module):
         self.num_reads = num_reads
         self.num_writes = num_writes
         self.strength_activation = strength_activation
-        self.interface = nn.Linear(input_size, interface_size(num_reads, word_size, num_writes))
+        self.options = options
+        self.mask_min = mask_min
+        size = interface_size(num_reads, word_size, num_writes, options)
+        self.interface = nn.Linear(input_size, size)
+        if layer_norm:
+            self.layer_norm = nn.LayerNorm(size, eps=LAYER_NORM_EPSILON)
 
     def initial_state(
         self,
@@ -272,16 +412,29 @@ class MemoryAccess(nn.Module):
             batch_size, self.memory_size, self.word_size, self.num_reads, self.num_writes,
             device=weight.device if device is None else device,
             dtype=weight.dtype if dtype is None else dtype,
+            temporal_links=self.options.temporal_links,
         )
 
     def parse(self, controller_output: Tensor) -> Interface:
-        """xi_t = W_xi h_t + b_xi, split and activated."""
-        return parse_interface(
-            self.interface(controller_output), self.num_reads, self.word_size,
-            self.num_writes, self.strength_activation,
-        )
+        """xi_t = W_xi h_t + b_xi, split and activated (see `parse_all`)."""
+        return self.parse_all(controller_output)[0]
+
+    def parse_all(self, controller_output: Tensor) -> tuple[Interface, InterfaceExtras]:
+        """xi_t = W_xi h_t + b_xi (layer-normalised with ``layer_norm``), split and
+        activated: the `Interface` and the options' `InterfaceExtras`."""
+        xi = self.interface(controller_output)
+        if hasattr(self, "layer_norm"):
+            xi = self.layer_norm(xi)
+        interface, extras = split_interface(xi, self.num_reads, self.word_size, self.num_writes,
+                                            self.strength_activation, self.options)
+        if self.mask_min:  # Csordás & Schmidhuber's floor on the masks
+            floor = self.mask_min
+            extras = extras._replace(read_masks=extras.read_masks * (1 - floor) + floor,
+                                     write_masks=extras.write_masks * (1 - floor) + floor)
+        return interface, extras
 
     def forward(self, controller_output: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
         """(h_t ``[B, input_size]``, state at t-1) -> (r_t ``[B, R, W]``, state at t)."""
-        new_state, read_vectors = memory_step(state, self.parse(controller_output))
+        interface, extras = self.parse_all(controller_output)
+        new_state, read_vectors = memory_step(state, interface, self.options, extras)
         return read_vectors, new_state

@@ -33,6 +33,7 @@ import weakref
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchdnc import fields
@@ -137,8 +138,15 @@ class RecurrentMemoryModel(nn.Module):
         read_size = config.num_reads * config.word_size
         self.controller = make_controller(
             config.controller, config.input_size, read_size, config.hidden_size, config.num_layers)
-        memory_layers(config, self.controller.output_size)
-        self.output = nn.Linear(self.controller.output_size + read_size, config.output_size)
+        memory_input = self.controller.output_size
+        if getattr(config, "bidirectional", False):
+            # bi-rsDNC (Franke et al. 2018): an LSTM reads the whole input backwards
+            # first; its output h^bw_t joins h_t as the memory unit's input.
+            self.backward_controller = nn.LSTM(config.input_size, config.hidden_size,
+                                               batch_first=True)
+            memory_input += config.hidden_size
+        memory_layers(config, memory_input)
+        self.output = nn.Linear(memory_input + read_size, config.output_size)
 
     @property
     def batch_first(self) -> bool:
@@ -207,8 +215,10 @@ class RecurrentMemoryModel(nn.Module):
             x = torch.where(keep.unsqueeze(-1), x, 0.0)
 
         # Without gradients nothing of a step is needed once its output exists: run
-        # in chunks so that memory holds the outputs and one chunk, whatever T is.
-        chunk = steps if return_trace or self._wants_gradient(x, state) else INFERENCE_CHUNK
+        # in chunks so that memory holds the outputs and one chunk, whatever T is
+        # (not when a backward controller must see the whole input first).
+        whole = return_trace or self._bidirectional or self._wants_gradient(x, state)
+        chunk = steps if whole else INFERENCE_CHUNK
         ys, records = [], []
         for start in range(0, steps, chunk):
             part = slice(start, start + chunk)
@@ -228,6 +238,10 @@ class RecurrentMemoryModel(nn.Module):
 
         Gives exactly what `forward` gives at that step (for RL and decoding).
         """
+        if self._bidirectional:
+            raise ValueError("step: a bidirectional model reads the whole input backwards before "
+                             "its memory pass, so it cannot run one step at a time; call it on "
+                             "the whole sequence")
         if not isinstance(x_t, Tensor) or x_t.dim() != 2:
             shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(
@@ -236,15 +250,27 @@ class RecurrentMemoryModel(nn.Module):
         y, state = self(x_t.unsqueeze(time_axis), state)
         return y.squeeze(time_axis), state
 
+    @property
+    def _bidirectional(self) -> bool:
+        return hasattr(self, "backward_controller")
+
     def _sequence(self, x: Tensor, state, keep: Tensor | None, trace: bool):
         """(y, new state, per-step trace records) for batch-first ``x`` from ``state``."""
         projected = self.controller.project_inputs(x)
-        fast = None if trace else self._whole_sequence(x, projected, state, keep)
+        context = self._backward_context(x, keep) if self._bidirectional else None
+        fast = None if trace or context is not None else self._whole_sequence(x, projected, state,
+                                                                             keep)
         if fast is not None:
             hiddens, read_sequence, state = fast
             records = []
         else:
-            hiddens, read_sequence, state, records = self._run_steps(projected, state, keep, trace)
+            hiddens, read_sequence, state, records = self._run_steps(projected, state, keep, trace,
+                                                                     context)
+        if context is not None:
+            hiddens = torch.cat([hiddens, context], dim=-1)
+        dropout = getattr(self.config, "bypass_dropout", 0.0)
+        if dropout:  # rsDNC: only the path around the memory, never the read vectors
+            hiddens = F.dropout(hiddens, dropout, self.training)
         # The output layer is time-parallel: one product for the whole sequence.
         y = self.output(torch.cat([hiddens, read_sequence.flatten(2)], dim=-1))
         clip = self.config.clip
@@ -254,7 +280,26 @@ class RecurrentMemoryModel(nn.Module):
             y = torch.where(keep.unsqueeze(-1), y, 0.0)
         return y, state, records
 
-    def _run_steps(self, projected: Tensor, state, keep: Tensor | None, trace: bool):
+    def _backward_context(self, x: Tensor, keep: Tensor | None) -> Tensor:
+        """h^bw_t: the backward LSTM over each sequence's real steps, last to first,
+        ``[B, T, hidden]`` (zero on padding)."""
+        if keep is None:
+            out, _ = self.backward_controller(x.flip(1))
+            return out.flip(1)
+        steps = x.shape[1]
+        position = torch.arange(steps, device=x.device).expand_as(keep)
+        order = torch.where(keep, -position, steps + position).argsort(1)  # real steps reversed
+        reversed_x = x.gather(1, order.unsqueeze(-1).expand_as(x))
+        lengths = keep.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(reversed_x, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.backward_controller(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)
+        context = torch.zeros_like(out).scatter(1, order.unsqueeze(-1).expand_as(out), out)
+        return context * keep.unsqueeze(-1)
+
+    def _run_steps(self, projected: Tensor, state, keep: Tensor | None, trace: bool,
+                   context: Tensor | None = None):
         """The time loop: one controller step and one memory step per time step."""
         compiled = _compiled_step(self) if getattr(self.config, "implementation", "") == "compile" \
             else None
@@ -263,7 +308,7 @@ class RecurrentMemoryModel(nn.Module):
         hiddens, all_reads, records = [], [], []
         for t in range(projected.shape[1]):
             args = (projected[:, t], None if keep is None else keep[:, t], controller_state,
-                    access_state, reads, session, trace)
+                    access_state, reads, session, trace, None if context is None else context[:, t])
             if compiled is not None:
                 try:
                     result = compiled(self, *args)
@@ -282,11 +327,13 @@ class RecurrentMemoryModel(nn.Module):
         return torch.stack(hiddens, 1), torch.stack(all_reads, 1), new_state, records
 
     def _step(self, projected_t: Tensor, keep_t: Tensor | None, controller_state, access_state,
-              reads: Tensor, session, trace: bool):
+              reads: Tensor, session, trace: bool, context_t: Tensor | None = None):
         """One time step: controller (clipped), memory, and the carry over padding."""
         hidden, new_controller = self.controller.step(projected_t, reads.flatten(1),
                                                       controller_state, self.config.clip)
-        access_state, new_reads, details = self._memory_step(session, access_state, hidden, keep_t)
+        memory_input = hidden if context_t is None else torch.cat([hidden, context_t], dim=-1)
+        access_state, new_reads, details = self._memory_step(session, access_state, memory_input,
+                                                             keep_t)
         record = self._trace_record(access_state, details) if trace else None
         new_controller = carry_where(keep_t, new_controller, controller_state)
         new_reads = carry_where(keep_t, new_reads, reads)

@@ -26,6 +26,19 @@ from torchdnc.tasks import TASKS, make_task
 # DNCConfig fields the task decides, not the user.
 TASK_DECIDES = ("input_size", "output_size", "batch_first")
 MODELS = ("dnc", "lstm", "sparse")
+
+# Named variants: the DNC options they set (docs/semantics.md, "The DNC's successors").
+# Csordás & Schmidhuber 2019: M masking, D de-allocation, S sharpness control.
+# Franke et al. 2018: rsDNC (layer norm, 10% bypass dropout, no temporal links), bi-rsDNC.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "dnc": {},
+    "dnc-m": {"masking": True},
+    "dnc-md": {"masking": True, "deallocation": True},
+    "dnc-mds": {"masking": True, "deallocation": True, "sharpness": True},
+    "rsdnc": {"layer_norm": True, "bypass_dropout": 0.1, "temporal_links": False},
+    "bi-rsdnc": {"layer_norm": True, "bypass_dropout": 0.1, "temporal_links": False,
+                 "bidirectional": True},
+}
 OPTIMIZERS = ("rmsprop", "adam")
 
 
@@ -50,6 +63,8 @@ class TrainConfig:
     task: str = "copy"
     task_options: dict[str, Any] = field(default_factory=dict)
     preset: str = "default"
+    # The DNC's successors as named sets of DNC options (VARIANTS); "dnc" is the paper's.
+    variant: str = "dnc"
     model: str = "dnc"  # "dnc", "sparse" (SAM / SDNC), or "lstm" for the LSTM baseline
     dnc: dict[str, Any] = field(default_factory=model_defaults)
     sparse: dict[str, Any] = field(default_factory=dict)  # model="sparse": SparseDNCConfig options
@@ -81,6 +96,10 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ValueError(f"task: unknown task {self.task!r}; valid tasks: {sorted(TASKS)}")
         fields.choice("model", self.model, MODELS)
+        fields.choice("variant", self.variant, tuple(VARIANTS))
+        if self.variant != "dnc" and self.model == "sparse":
+            raise ValueError(f"variant: {self.variant!r} sets options of the dense DNC; "
+                             "the sparse model takes --sparse.* options")
         fields.choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("batch_size", "iterations", "eval_interval", "eval_batches",
                      "checkpoint_interval", "log_interval", "solved_patience"):
@@ -133,7 +152,8 @@ class TrainConfig:
 
     def fields_defining_the_model(self) -> dict[str, Any]:
         """What a resumed run must not change (names as `describe_difference` prints)."""
-        values = {"task": self.task, "model": self.model, "lstm_hidden_size": self.lstm_hidden_size}
+        values = {"task": self.task, "model": self.model, "lstm_hidden_size": self.lstm_hidden_size,
+                  "variant": self.variant}
         values.update({f"dnc.{k}": v for k, v in self.dnc.items()})
         values.update({f"sparse.{k}": v for k, v in self.sparse.items()})
         values.update({f"task.{k}": v for k, v in self.make_task().options().items()})
@@ -404,8 +424,16 @@ def resolve_config(task: str, preset: str | None = None, overrides: dict[str, An
     values = TrainConfig(task=task).to_dict()
     values["preset"] = preset
     values = apply_overrides(values, presets[preset])
-    if config_file is not None:
-        values = apply_overrides(values, load_config_file(config_file))
+    from_file = load_config_file(config_file) if config_file is not None else {}
+    # The variant's DNC options go on top of the preset; the file and the command
+    # line can still change each of them.
+    variant = next((str(layer[key]) for layer in (overrides or {}, from_file)
+                    for key in ("variant", "--variant") if key in layer), values["variant"])
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {tuple(VARIANTS)}, got {variant!r}")
+    values = apply_overrides(values, {"variant": variant,
+                                      **{f"dnc.{k}": v for k, v in VARIANTS[variant].items()}})
+    values = apply_overrides(values, from_file)
     values = apply_overrides(values, overrides or {})
     return TrainConfig.from_dict(values)
 
