@@ -244,7 +244,15 @@ def dnc_run(x, params, N, W, R, K, clip, controller="lstm", options=None):
     are clipped right after the cell; the clipped h is what goes on.
     ``controller="gru"``: ``layers`` is a plain GRU stack (layer l reads h^{l-1},
     layer 1 chi) whose top h is the output.
+
+    ``options`` (the successors): masking, sharpness, deallocation,
+    temporal_links (False: content reads only) as `memory_step`; layer_norm
+    (``params["ln_gain"]``, ``params["ln_bias"]`` on the raw xi); bidirectional
+    (``params["backward"]``, an LSTM over the whole input read backwards, whose
+    h^bw_t joins h_t in the memory's and the output's input). Bypass dropout
+    is off at evaluation and has no part here.
     """
+    options = options or {}
     layers = params.get("layers") or [{k: params[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}]
     H = layers[0]["w_hh"].shape[1]
     h = [np.zeros(H) for _ in layers]

@@ -22,6 +22,7 @@ layout of `parse_sparse_interface`) and ``output`` (`nn.Linear` on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -35,9 +36,10 @@ from torchdnc.sparse.index import INDEXES, make_index
 from torchdnc.sparse.memory import (SparseMemoryState, SparseSession, parse_sparse_interface,
                                     sparse_interface_size)
 
-# DNCConfig fields that have no meaning here: SAM has one write head and its
-# own addressing, and none of the dense implementations apply.
-DENSE_ONLY = ("num_writes", "implementation", "backward_chunk")
+# DNCConfig fields that have no meaning here: SAM has one write head and its own
+# addressing; the dense implementations and the dense successors' options do not
+# apply (`from_dense` refuses them when they are not at their defaults).
+IGNORED_DENSE = ("implementation", "backward_chunk")
 
 
 @dataclass
@@ -98,7 +100,15 @@ class SparseDNCConfig(fields.ConfigIO):
         """
         if config.num_writes != 1:
             raise ValueError(f"num_writes: the sparse DNC has one write head, got {config.num_writes}")
-        shared = {k: v for k, v in config.to_dict().items() if k not in DENSE_ONLY}
+        mine = {f.name for f in dataclasses.fields(cls)}
+        defaults = DNCConfig().to_dict()
+        shared = {}
+        for name, value in config.to_dict().items():
+            if name in mine:
+                shared[name] = value
+            elif name not in IGNORED_DENSE and name != "num_writes" and value != defaults[name]:
+                raise ValueError(f"{name}: an option of the dense DNC; the sparse DNC does not "
+                                 f"have it (got {name}={value!r})")
         return cls.from_dict({**shared, **sparse})
 
 
