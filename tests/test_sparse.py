@@ -42,9 +42,10 @@ def read_through_tape(memory: torch.Tensor, keys, strengths, k: int):
     tape = Tape(torch.is_grad_enabled(), memory.dtype, memory.device)
     handle = tape.add(memory.clone())
     ids = ExactIndex().search(tape.stores[handle], keys, k)
+    valid = ids >= 0  # -1: fewer than k rows to find (empty rows are never read)
     batch, heads = keys.shape[:2]
-    rows = tape.gather(handle, ids.view(batch, -1)).view(batch, heads, k, -1)
-    weights = sparse.sparse_content_weights(rows, keys, strengths)
+    rows = tape.gather(handle, ids.clamp(min=0).view(batch, -1)).view(batch, heads, k, -1)
+    weights = sparse.sparse_content_weights(rows, keys, strengths, valid)
     return ids, weights, (weights.unsqueeze(-1) * rows).sum(-2)
 
 
@@ -53,12 +54,43 @@ def read_through_tape(memory: torch.Tensor, keys, strengths, k: int):
 
 def test_k_equal_n_content_reads_equal_dense_content_weights():
     memory = torch.randn(7, 6, 3, dtype=f64)
-    memory[2, 4] = 0  # an empty row
     keys, strengths = torch.randn(7, 2, 3, dtype=f64), 1 + torch.rand(7, 2, dtype=f64) * 5
     ids, weights, reads = read_through_tape(memory, keys, strengths, k=6)
     expected = dense.content_weights(memory, keys, strengths)
     assert_same(densify(ids, weights, 6), expected)
     assert_same(reads, dense.read_vectors(memory, expected))
+
+
+def test_empty_rows_are_never_read():
+    """An all-zero row holds nothing: it is not found (id -1, no weight), so the
+    content softmax runs over the written rows only (as the faiss index does)."""
+    memory = torch.randn(7, 6, 3, dtype=f64)
+    memory[2, 4] = 0
+    memory[5, :4] = 0  # only two rows written: K_R = 3 finds two and one -1
+    keys, strengths = torch.randn(7, 2, 3, dtype=f64), 1 + torch.rand(7, 2, dtype=f64) * 5
+    ids = ExactIndex().search(memory, keys, 3)
+    assert not (ids[2] == 4).any()
+    assert (ids[5] == -1).sum(-1).tolist() == [1, 1] and set(ids[5].flatten().tolist()) == {-1, 4, 5}
+    ids, weights, reads = read_through_tape(memory, keys, strengths, k=6)
+    written = memory.square().sum(-1) > 0
+    scores = strengths[..., None] * dense.cosine_similarity(memory, keys)
+    expected = torch.softmax(scores.masked_fill(~written[:, None], float("-inf")), -1)
+    assert_same(densify(ids.clamp(min=0), weights, 6), expected)
+    assert_same(reads, dense.read_vectors(memory, expected))
+
+
+@needs_faiss
+def test_exact_and_faiss_find_the_same_rows_of_a_partly_empty_memory():
+    from torchdnc.sparse import FaissIndex
+
+    memory, keys = torch.randn(3, 40, 4), torch.randn(3, 2, 4)
+    memory[:, ::2] = 0  # every other slot never written
+    memory[2, 2:] = 0  # one memory with a single written row (slot 1)
+    index = FaissIndex(4, 40, lists=1, probes=1)
+    index.prepare(memory)
+    exact, approximate = ExactIndex().search(memory, keys, 6), index.search(memory, keys, 6)
+    assert torch.equal(approximate.sort(-1).values, exact.sort(-1).values)
+    assert (exact[2] == -1).sum(-1).tolist() == [5, 5]
 
 
 def test_k_sparse_read_is_the_renormalised_top_k_of_the_dense_softmax():

@@ -6,8 +6,8 @@ similarity; an approximate nearest-neighbour (ANN) index finds them in
 sub-linear time. Two backends with one interface:
 
 - `ExactIndex` (``"exact"``, the default): `torch.topk` over the cosine
-  similarity of the key with every row, pure PyTorch, O(N W) per key, in
-  chunks of rows so that no ``[B, R, N]`` temporary larger than a chunk is
+  similarity of the key with every non-zero row, pure PyTorch, O(N W) per key,
+  in chunks of rows so that no ``[B, R, N]`` temporary larger than a chunk is
   made.
 - `FaissIndex` (``"faiss"``): an inverted-file index (faiss ``IndexIVFFlat``,
   inner product on rows scaled to unit length) per batch element, imported
@@ -21,11 +21,15 @@ is fixed at construction (``lists`` random unit vectors, seeded, independent
 of the data), so the index never needs training or rebuilding; after every
 write the written rows are removed from their inverted lists and re-added
 with their new content (``remove_ids`` / ``add_with_ids`` through a hash-table
-direct map: O(rows written), not O(N)). Rows that are exactly zero (never
-written, or erased and not rewritten) are not indexed: their cosine with any
-key is 0, and leaving them out keeps the lists of a fresh million-slot memory
-empty. When the probed lists hold fewer than K_R rows, the missing results are
-reported as -1 and the read gives them no weight.
+direct map: O(rows written), not O(N)).
+
+Both backends skip rows that are zero (never written, or erased and not
+rewritten): such a row holds nothing to find, its cosine with any key is
+exactly 0 (so it would outrank every stored row on the key's negative side),
+and rows written from it by the next step would be indistinguishable copies.
+Leaving them out also keeps the lists of a fresh million-slot memory empty.
+When fewer than K_R rows can be returned, the missing results are reported as
+-1 and the read gives them no weight.
 
 An index is a cache of a function of the memory: it is keyed by the memory's
 storage (address and shape) and checked against the tensor's in-place
@@ -81,18 +85,26 @@ class ExactIndex:
             memory, keys = memory.detach(), keys.detach()
             rows = memory.shape[1]
             if rows <= EXACT_CHUNK:
-                return cosine_similarity(memory, keys).topk(k, dim=-1).indices
+                top = _scores(memory, keys).topk(k, dim=-1)
+                return top.indices.masked_fill(top.values == -math.inf, -1)
             scores, ids = [], []
             for start in range(0, rows, EXACT_CHUNK):
                 chunk = memory[:, start : start + EXACT_CHUNK]
-                top = cosine_similarity(chunk, keys).topk(min(k, chunk.shape[1]), dim=-1)
+                top = _scores(chunk, keys).topk(min(k, chunk.shape[1]), dim=-1)
                 scores.append(top.values)
                 ids.append(top.indices + start)
-            best = torch.cat(scores, -1).topk(k, dim=-1).indices
-            return torch.cat(ids, -1).gather(-1, best)
+            best = torch.cat(scores, -1).topk(k, dim=-1)
+            found = torch.cat(ids, -1).gather(-1, best.indices)
+            return found.masked_fill(best.values == -math.inf, -1)
 
     def update(self, memory: Tensor, ids: Tensor, rows: Tensor) -> None:
         """Nothing to update."""
+
+
+def _scores(memory: Tensor, keys: Tensor) -> Tensor:
+    """Cosine similarity ``[B, R, rows]``, -inf for zero rows (they hold nothing)."""
+    empty = (memory * memory).sum(-1) <= ZERO_ROW_NORM  # [B, rows]
+    return cosine_similarity(memory, keys).masked_fill(empty.unsqueeze(1), -math.inf)
 
 
 def _import_faiss():
