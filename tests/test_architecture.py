@@ -20,20 +20,22 @@ import pytest
 import torchdnc
 
 PACKAGE = Path(torchdnc.__file__).parent
-CORE = {"addressing", "memory", "controller", "recurrent", "dnc", "baselines", "sparse"}
+CORE = {"addressing", "memory", "controller", "recurrent", "dnc", "baselines", "sparse", "tensorfile",
+        "version", "zoo"}
 # What each group may import (besides itself).
 ALLOWED = {
     "fields": set(),
     "data": {"fields"},
-    "tasks": {"fields", "data"},
+    "envs": {"fields"},
+    "tasks": {"fields", "data", "envs"},
     "kernels": set(),
     "core": {"fields", "kernels"},
     "package": {"core"},
-    "training": {"fields", "data", "tasks", "kernels", "core", "package"},
-    "evaluation": {"fields", "data", "tasks", "kernels", "core", "package", "training"},
-    "viz": {"fields", "data", "tasks", "kernels", "core", "package", "training", "evaluation"},
-    "bench": {"fields", "data", "tasks", "kernels", "core", "package", "training"},
-    "cli": {"fields", "data", "tasks", "kernels", "core", "package", "training", "evaluation",
+    "training": {"fields", "data", "envs", "tasks", "kernels", "core", "package"},
+    "evaluation": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training"},
+    "viz": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training", "evaluation"},
+    "bench": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training"},
+    "cli": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training", "evaluation",
             "viz", "bench"},
     "main": {"cli"},
 }

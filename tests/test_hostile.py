@@ -123,7 +123,7 @@ def test_there_is_always_a_checkpoint_while_saving(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def replace(source, target):
-        assert (tmp_path / checkpoint.CHECKPOINT).exists(), f"no checkpoint.pt before {source} -> {target}"
+        assert (tmp_path / checkpoint.CHECKPOINT).exists(), f"no checkpoint before {source} -> {target}"
         return real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", replace)
@@ -137,7 +137,7 @@ def test_there_is_always_a_checkpoint_while_saving(tmp_path, monkeypatch):
 
 def test_temporaries_of_killed_saves_are_removed_on_resume(tmp_path):
     train(tiny_config(iterations=2), tmp_path)
-    stale = [tmp_path / ".checkpoint.pt.4242.tmp", tmp_path / ".checkpoint.prev.pt.4242.tmp"]
+    stale = [tmp_path / f".{checkpoint.CHECKPOINT}.4242.tmp", tmp_path / f".{checkpoint.PREVIOUS}.4242.tmp"]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
     train(tiny_config(iterations=3), tmp_path, resume=True)
@@ -179,7 +179,7 @@ def test_resume_onto_a_checkpoint_of_another_configuration(tmp_path, capsys):
     train(tiny_config(iterations=2, memory_size=7), b)
     shutil.copy(b / checkpoint.CHECKPOINT, a / checkpoint.CHECKPOINT)
     line = one_line_error(capsys, ["train", "--resume", str(a), "--iterations=4"])
-    assert "checkpoint.pt was written by another configuration than" in line
+    assert f"{checkpoint.CHECKPOINT} was written by another configuration than" in line
     assert "dnc.memory_size is 7 in the run, 6 requested" in line
 
 

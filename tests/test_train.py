@@ -41,8 +41,8 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     train(tiny_config(iterations=12, checkpoint_interval=100), part, resume=True)
     assert train_losses(part) == train_losses(whole)
     assert len(train_losses(whole)) == 12
-    a = checkpoint.load(whole / "checkpoint.pt")["model"]
-    b = checkpoint.load(part / "checkpoint.pt")["model"]
+    a = checkpoint.load(whole / checkpoint.CHECKPOINT)["model"]
+    b = checkpoint.load(part / checkpoint.CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -52,8 +52,9 @@ def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path):
     assert payload["step"] == 4
     assert {"model", "optimizer", "data_rng", "torch_rng", "progress", "config"} <= set(payload)
     assert TrainConfig.from_dict(payload["config"]) == tiny_config(iterations=4, checkpoint_interval=2)
-    assert (tmp_path / "checkpoint.prev.pt").exists()  # the previous one is kept
+    assert (tmp_path / checkpoint.PREVIOUS).exists()  # the previous one is kept
     assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / checkpoint.CHECKPOINT).read_bytes()[8:9] == b"{"  # safetensors, no pickle
 
 
 class Arbitrary:
@@ -70,13 +71,13 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
 
 def test_truncated_checkpoint_names_the_file_and_keeps_the_last_good(tmp_path):
     train(tiny_config(iterations=4, checkpoint_interval=2), tmp_path)
-    path = tmp_path / "checkpoint.pt"
+    path = tmp_path / checkpoint.CHECKPOINT
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"checkpoint {path} is truncated or corrupted.*"
-                                              "previous checkpoint .*checkpoint.prev.pt is kept"):
+                                              "previous checkpoint .*checkpoint.prev.safetensors is kept"):
         train(tiny_config(iterations=8), tmp_path, resume=True)
-    assert checkpoint.load(tmp_path / "checkpoint.prev.pt")["step"] == 2
+    assert checkpoint.load(tmp_path / checkpoint.PREVIOUS)["step"] == 2
 
 
 def test_resume_with_a_different_model_is_refused(tmp_path):

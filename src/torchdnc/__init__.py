@@ -2,8 +2,9 @@
 
 from torchdnc.dnc import DNC, DNCConfig, DNCState, DNCTrace
 from torchdnc.memory import Interface, MemoryAccess, MemoryState, memory_step, parse_interface
-
-__version__ = "0.1.0"
+from torchdnc.zoo import pretrained
+from torchdnc.recurrent import load_pretrained
+from torchdnc.version import __version__
 
 __all__ = [
     "DNC",
@@ -13,7 +14,9 @@ __all__ = [
     "Interface",
     "MemoryAccess",
     "MemoryState",
+    "load_pretrained",
     "memory_step",
     "parse_interface",
+    "pretrained",
     "__version__",
 ]

@@ -20,7 +20,9 @@ from torchdnc.tasks import TASKS
 from torchdnc.training import CheckpointError, RunError, train
 from torchdnc.training.config import (TrainConfig, apply_overrides, load_config_file, model_defaults,
                                       parse_override_args, presets_for, resolve_config)
-from torchdnc.training.runs import load_run_config
+from torchdnc import zoo
+from torchdnc.data import download, london
+from torchdnc.training.runs import export_pretrained, load_run_config
 from torchdnc.viz import plot_run
 
 
@@ -60,19 +62,50 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _model_dir(args: argparse.Namespace) -> Path:
+    """The run directory, or the shipped model's folder with --pretrained."""
+    if args.pretrained and args.run_dir:
+        raise ValueError(f"{args.command}: give a run directory or --pretrained, not both")
+    if args.pretrained:
+        return zoo.path(args.pretrained)
+    if not args.run_dir:
+        raise ValueError(f"{args.command}: name a run directory or --pretrained "
+                         f"({', '.join(zoo.available())})")
+    return Path(args.run_dir)
+
+
 def _eval(args: argparse.Namespace, extra: list[str]) -> int:
-    report = evaluate_run(args.run_dir, batches=args.batches, batch_size=args.batch_size,
+    report = evaluate_run(_model_dir(args), batches=args.batches, batch_size=args.batch_size,
                           memory_size=args.memory_size, seed=args.seed, device=args.device,
                           which="last" if args.last else "best")
     print(to_markdown(report), end="")
-    written = write_report(args.run_dir, report)
+    out = args.out or (f"eval-{args.pretrained}" if args.pretrained else args.run_dir)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    written = write_report(out, report)
     print("written: " + ", ".join(str(path) for path in written))
     return 0
 
 
 def _plot(args: argparse.Namespace, extra: list[str]) -> int:
-    for path in plot_run(args.run_dir, seed=args.seed, out=args.out):
+    out = args.out or (f"plots-{args.pretrained}" if args.pretrained else None)
+    for path in plot_run(_model_dir(args), seed=args.seed, out=out):
         print(f"written: {path}")
+    return 0
+
+
+def _data(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.dataset == "london":
+        found = london.find_london_dir()
+        print(f"London Underground data: {found}" if found else london.HOW_TO_GET)
+        return 0 if found else 1
+    folder = download.fetch_babi(args.source, args.dir, force=args.force)
+    print(f"bAbI v1.2 (en, en-10k): {folder}")
+    return 0
+
+
+def _export(args: argparse.Namespace, extra: list[str]) -> int:
+    out = export_pretrained(args.run_dir, args.out, which="last" if args.last else "best")
+    print(f"written: {out / 'config.json'}, {out / 'model.safetensors'}")
     return 0
 
 
@@ -208,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train, extra_allowed=True)
 
     evaluate = commands.add_parser("eval", help="evaluate a run on fresh data, also beyond training")
-    evaluate.add_argument("run_dir", help="run directory")
+    evaluate.add_argument("run_dir", nargs="?", help="run directory")
+    evaluate.add_argument("--pretrained", metavar="NAME",
+                          help=f"a model that comes with torchdnc ({', '.join(zoo.available())})")
+    evaluate.add_argument("--out", help="folder for eval.md / eval.json (default: the run "
+                                        "directory; eval-NAME with --pretrained)")
     evaluate.add_argument("--batches", type=_at_least(1), default=10,
                           help="batches per row (default 10)")
     evaluate.add_argument("--batch-size", type=_at_least(1), default=32, help="batch size (default 32)")
@@ -218,16 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", type=_device, default="cpu",
                           help="cpu, cuda, cuda:N or auto (default cpu)")
     evaluate.add_argument("--last", action="store_true",
-                          help="evaluate the last checkpoint, not best.pt (the best validation "
+                          help="evaluate the last checkpoint, not best.safetensors (the best validation "
                                "result, kept by runs with keep_best)")
     evaluate.set_defaults(run=_eval)
 
     plot = commands.add_parser("plot", help="write a run's figures as PNG")
-    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("run_dir", nargs="?", help="run directory")
+    plot.add_argument("--pretrained", metavar="NAME",
+                      help=f"a model that comes with torchdnc ({', '.join(zoo.available())})")
     plot.add_argument("--seed", type=_at_least(0), default=0,
                       help="seed of the example drawn (default 0)")
-    plot.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
+    plot.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots; "
+                                                  "plots-NAME with --pretrained)")
     plot.set_defaults(run=_plot)
+
+    data = commands.add_parser("data", help="fetch a data set into the user cache (bAbI), or "
+                                            "say where to get it (London)")
+    data.add_argument("dataset", choices=["babi", "london"])
+    data.add_argument("--source", help="bAbI: a local tasks_1-20_v1-2.tar.gz, or a URL (default: "
+                                       "the public addresses, in order)")
+    data.add_argument("--dir", help="bAbI: where to unpack (default: the cache, $TORCHDNC_DATA)")
+    data.add_argument("--force", action="store_true", help="fetch again even if already there")
+    data.set_defaults(run=_data)
+
+    export = commands.add_parser("export", help="write a run's model as a folder of config.json "
+                                                "and model.safetensors (no pickle)")
+    export.add_argument("run_dir", help="run directory")
+    export.add_argument("out", help="folder to write")
+    export.add_argument("--last", action="store_true", help="the last checkpoint, not the best")
+    export.set_defaults(run=_export)
 
     bench = commands.add_parser("bench", help="speed and memory beside baselines (see --help)",
                                 add_help=False)

@@ -141,6 +141,7 @@ class DNC(RecurrentMemoryModel):
     """
 
     state_type = DNCState
+    config_type = DNCConfig
     symbols = (("K", "num_writes"), ("clip", "clip"), ("batch_first", "batch_first"))
 
     def __init__(self, config: DNCConfig | None = None, **kwargs: Any) -> None:

@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import weakref
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchdnc import fields
+from torchdnc import fields, tensorfile
 from torchdnc.addressing import STRENGTH_ACTIVATIONS
 from torchdnc.controller import CONTROLLERS, make_controller
+from torchdnc.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,33 @@ class RecurrentState(NamedTuple):
     def clone(self):
         """An independent copy that no later call changes."""
         return map_state(lambda t: t.detach().clone(), self)
+
+
+PRETRAINED_CONFIG = "config.json"
+PRETRAINED_WEIGHTS = "model.safetensors"
+
+
+def read_pretrained(directory: Path | str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(``config.json`` as a dict, the weights) of a `save_pretrained` folder."""
+    directory = Path(directory)
+    config, weights = directory / PRETRAINED_CONFIG, directory / PRETRAINED_WEIGHTS
+    for path in (config, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: {directory} is not a saved torchdnc "
+                                    "model (save_pretrained writes config.json and model.safetensors)")
+    try:
+        description = json.loads(config.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config}: not valid JSON ({error})") from None
+    if not isinstance(description, dict) or "model" not in description or "config" not in description:
+        raise ValueError(f"{config}: not a torchdnc model description (needs 'model' and 'config')")
+    weights_, _ = tensorfile.load(weights)
+    return description, weights_
+
+
+def load_pretrained(directory: Path | str, device: torch.device | str = "cpu"):
+    """Whatever model `save_pretrained` wrote into ``directory`` (DNC, SparseDNC, ...)."""
+    return RecurrentMemoryModel.from_pretrained(directory, device)
 
 
 def map_state(fn, *states):
@@ -124,6 +154,43 @@ class RecurrentMemoryModel(nn.Module):
     state_type: type = RecurrentState
     # (symbol, config field) pairs that `extra_repr` shows after N, W and R.
     symbols: tuple[tuple[str, str], ...] = ()
+    # Model classes by name, for `load_pretrained`.
+    kinds: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        RecurrentMemoryModel.kinds[cls.__name__] = cls
+
+    # -- saving and loading (no pickle) --------------------------------------------
+
+    def save_pretrained(self, directory: Path | str, **extra: Any) -> Path:
+        """Write ``config.json`` (the model's kind and config) and
+        ``model.safetensors`` (the weights) into ``directory``; ``extra``
+        JSON-able values go to ``config.json`` too (e.g. ``training``, the
+        `TrainConfig` that made the model, which ``torchdnc eval --pretrained``
+        uses). Nothing is pickled: loading runs no code."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        description = {"model": type(self).__name__, "torchdnc_version": __version__,
+                       "config": self.config.to_dict(), **extra}
+        (directory / PRETRAINED_CONFIG).write_text(json.dumps(description, indent=2) + "\n")
+        tensorfile.save(directory / PRETRAINED_WEIGHTS, self.state_dict())
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: Path | str, device: torch.device | str = "cpu"):
+        """The model `save_pretrained` wrote into ``directory``, in eval mode."""
+        description, weights = read_pretrained(directory)
+        kind = RecurrentMemoryModel.kinds.get(description.get("model"))
+        if kind is None or not issubclass(kind, cls):
+            raise ValueError(f"{directory}: holds a {description.get('model')!r}, not a {cls.__name__}")
+        model = kind(kind.config_type.from_dict(description["config"]))
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"{directory}: weights do not fit its config "
+                             f"({str(error).splitlines()[0]})") from None
+        return model.to(device).eval()
 
     def _build(self, config_type: type, config, kwargs: dict[str, Any], memory_layers) -> None:
         """Set ``config`` (built from ``kwargs``, or ``config`` with ``kwargs`` replaced),

@@ -34,6 +34,8 @@ from typing import Iterable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from torchdnc.data.cache import babi_cache, is_complete
+
 # The 20 tasks of the release, in order; file names are qa{N}_{name}_{split}.txt.
 TASK_NAMES = (
     "single-supporting-fact", "two-supporting-facts", "three-supporting-facts",
@@ -174,15 +176,19 @@ def parse_file(path: Path | str, task: int = 0) -> list[Story]:
 def data_dir_candidates() -> list[Path]:
     """Folders tried for the data when none is given, in order.
 
-    ``$TORCHDNC_BABI_DIR`` if set; else ``../shared/data/babi`` relative to the
-    working directory, then relative to the repository this package lives in.
+    ``$TORCHDNC_BABI_DIR`` if set (and nothing else); else the downloaded copy
+    in the user cache (`torchdnc.data.cache`, when complete), then
+    ``../shared/data/babi`` relative to the working directory and to the
+    repository this package lives in. (`torchdnc.data.download.locate_babi`
+    downloads the data when none of these exists.)
     """
     if os.environ.get(ENV_DATA_DIR):
         return [Path(os.environ[ENV_DATA_DIR])]
     repo_root = Path(__file__).resolve().parents[3]  # src/torchdnc/data/babi.py
     candidates = [Path.cwd() / ".." / "shared" / "data" / "babi",
                   repo_root / ".." / "shared" / "data" / "babi"]
-    return list(dict.fromkeys(path.resolve() for path in candidates))
+    cached = [babi_cache()] if is_complete(babi_cache()) else []
+    return cached + list(dict.fromkeys(path.resolve() for path in candidates))
 
 
 def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
@@ -198,7 +204,7 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
             return path
     raise FileNotFoundError(
         "bAbI data folder not found; tried " + ", ".join(str(p) for p in tried)
-        + f" (set ${ENV_DATA_DIR} or the task option data_dir)")
+        + f" (run `torchdnc data babi`, or set ${ENV_DATA_DIR} or the task option data_dir)")
 
 
 def task_file(root: Path | str, task: int, split: str, ten_k: bool = True) -> Path:

@@ -56,6 +56,12 @@ HEADINGS = ("N", "E", "S", "W")
 MAPS = ("zone1", "full")
 
 
+# The data do not come with torchdnc (no clear licence for redistribution).
+HOW_TO_GET = ("torchdnc does not ship them: get london.stations.csv, london.lines.csv and "
+              "london.connections.csv from https://github.com/nicola/tubemaps (folder datasets/), "
+              "put them in a folder and pass --task.london_dir=FOLDER or set TORCHDNC_LONDON_DIR")
+
+
 class LondonDataError(ValueError):
     """A data file is malformed; the message names the file and the row."""
 
@@ -123,8 +129,8 @@ def resolve_london_dir(data_dir: str | Path | None = None) -> Path:
     found = find_london_dir()
     if found is None:
         tried = ", ".join(str(p) for p in candidate_dirs())
-        raise FileNotFoundError(f"London Underground data folder not found (tried {tried}); "
-                                f"pass data_dir or set {ENV_VAR}")
+        raise FileNotFoundError(f"London Underground data folder not found (tried {tried}). "
+                                f"{HOW_TO_GET}")
     return found
 
 

@@ -11,6 +11,7 @@ from torchdnc.evaluation.graphs import evaluate_graph_run
 from torchdnc.evaluation.graphs import to_markdown as graph_markdown
 from torchdnc.tasks import BabiTask, evaluate
 from torchdnc.tasks.graphs import GraphTask, london_available
+from torchdnc.training import checkpoint
 from torchdnc.training.runs import eval_generator, load_trained, resolve_device
 
 EVAL_SEED_OFFSET = 7_919  # keeps `eval` data apart from the curriculum's eval batches
@@ -23,7 +24,7 @@ def evaluate_run(run_dir: Path | str, batches: int = 10, batch_size: int = 32,
 
     A DNC is evaluated with its training memory size N and with
     ``memory_size`` slots (default 4 N): the weights do not depend on N.
-    ``which`` checkpoint: "best" (``best.pt`` where the run kept one) or "last".
+    ``which`` checkpoint: "best" (``best.safetensors`` where the run kept one) or "last".
     """
     config, task, model, payload = load_trained(run_dir, device, which)
     torch_device = resolve_device(device)
@@ -110,7 +111,7 @@ def write_report(run_dir: Path | str, report: dict[str, Any]) -> list[Path]:
 
 
 def _checkpoint_words(report: dict[str, Any]) -> str:
-    best = report.get("checkpoint") == "best.pt"
+    best = report.get("checkpoint") in (checkpoint.BEST, checkpoint.LEGACY[checkpoint.BEST])
     return f"step {report['step']}" + (", the best validation result" if best else "")
 
 

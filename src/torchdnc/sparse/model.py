@@ -152,6 +152,7 @@ class SparseDNC(RecurrentMemoryModel):
     """
 
     state_type = SparseDNCState
+    config_type = SparseDNCConfig
     symbols = (("K_R", "sparse_reads"), ("K_L", "link_entries"), ("index", "index"),
                ("usage", "usage"))
 

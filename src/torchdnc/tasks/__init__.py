@@ -14,11 +14,12 @@ from torchdnc.tasks.inference import InferenceTask
 from torchdnc.tasks.priority_sort import PrioritySortTask
 from torchdnc.tasks.repeat_copy import RepeatCopyTask
 from torchdnc.tasks.shortest_path import ShortestPathTask
+from torchdnc.tasks.shrdlu import ShrdluTask
 from torchdnc.tasks.traversal import TraversalTask
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls for cls in (CopyTask, RepeatCopyTask, AssociativeRecallTask, PrioritySortTask,
-                              BabiTask, TraversalTask, ShortestPathTask, InferenceTask)
+                              BabiTask, TraversalTask, ShortestPathTask, InferenceTask, ShrdluTask)
 }
 
 
@@ -37,4 +38,4 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
 
 __all__ = ["TASKS", "Batch", "BitTask", "Task", "average_metrics", "evaluate", "make_task", "CopyTask",
            "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "BabiTask", "TraversalTask",
-           "ShortestPathTask", "InferenceTask"]
+           "ShortestPathTask", "InferenceTask", "ShrdluTask"]

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from torchdnc.data.babi import (ALL_TASKS, EncodedStories, Vocabulary, encode_stories, parse_file,
                                 resolve_data_dir, task_file, training_file)
+from torchdnc.data.download import locate_babi
 from torchdnc.tasks.base import Batch, Task
 
 SPLITS = ("train", "valid", "test")
@@ -201,7 +202,7 @@ class BabiTask(Task):
     def data(self) -> BabiData:
         """The data, read on first use (and shared by tasks with the same options)."""
         if getattr(self, "_loaded", None) is None:
-            root = resolve_data_dir(self.data_dir or None)
+            root = locate_babi(self.data_dir or None)
             self._loaded = load_babi(parse_task_selection(self.tasks), str(root), self.ten_k,
                                      float(self.valid_fraction), self.split_seed, self.bucket_size)
         return self._loaded

@@ -69,6 +69,13 @@ class Task:
         """A batch at the difficulty ``params`` (one of `levels`, or harder)."""
         raise NotImplementedError
 
+    def training_batch(self, model: nn.Module, batch_size: int, generator: torch.Generator,
+                       **params: Any) -> Batch:
+        """What the training loop trains on next. A batch of `sample` for most tasks;
+        a reinforcement-learning task plays episodes with ``model`` (without
+        gradient) and returns them, to be replayed with gradient."""
+        return self.sample(batch_size, generator, **params)
+
     def validation_batches(self, batch_size: int, generator: torch.Generator, batches: int,
                            **params: Any) -> Iterator[Batch]:
         """Held-out batches for an evaluation at ``params``.
@@ -78,6 +85,12 @@ class Task:
         """
         for _ in range(batches):
             yield self.sample(batch_size, generator, **params)
+
+    def evaluation_batches(self, model: nn.Module, batch_size: int, generator: torch.Generator,
+                           batches: int, **params: Any) -> Iterator[Batch]:
+        """`validation_batches`, or, for a task whose data depend on the model
+        (episodes it plays), ``batches`` of those played by ``model``."""
+        return self.validation_batches(batch_size, generator, batches, **params)
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         """Scalar training loss: summed over steps and features, mean over sequences."""
@@ -193,7 +206,7 @@ def evaluate(model: nn.Module, task: "Task", params: dict[str, Any], batches: in
 
 def _evaluate(model, task, params, batches, batch_size, generator, device) -> dict[str, float]:
     totals: dict[str, float] = {}
-    for batch in task.validation_batches(batch_size, generator, batches, **params):
+    for batch in task.evaluation_batches(model, batch_size, generator, batches, **params):
         batch = batch.to(device)
         outputs, _ = model(batch.inputs, mask=batch.mask)
         metrics = task.metrics(outputs, batch)

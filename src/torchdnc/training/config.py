@@ -81,7 +81,7 @@ class TrainConfig:
     curriculum_threshold: float = 0.5  # raise the level when the eval metric is at most this
     solved_threshold: float = 0.0  # stop when the eval metric at the last level is at most this
     solved_patience: int = 1  # ... in this many evaluations in a row
-    keep_best: bool = False  # also save best.pt whenever the eval metric at the last level improves
+    keep_best: bool = False  # also save best.safetensors whenever the eval metric at the last level improves
     early_stop_patience: int = 0  # stop after this many evaluations without improvement; 0: never
     eval_interval: int = 250
     eval_batches: int = 4
@@ -258,6 +258,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "dnc.word_size": 50, "dnc.num_reads": 5, "optimizer": "rmsprop", "lr": 1e-5,
             "batch_size": 32, "curriculum_threshold": 0.1, "iterations": 1000000,
             "eval_interval": 1000, "eval_batches": 10,
+        },
+    },
+    # Mini-SHRDLU (Methods, Extended Data Tables 2 and 6): 2 x 250 LSTM, N 32 x W 100,
+    # R 2, batch 32 episodes, RMSProp 3e-5; lessons pass at 85% of constraints
+    # satisfied over 160 episodes, checked every 400 batches.
+    "shrdlu": {
+        "default": {"curriculum_threshold": 0.15, "eval_batches": 5, "batch_size": 32},
+        "paper": {
+            "task.curriculum": "paper", "dnc.hidden_size": 250, "dnc.num_layers": 2,
+            "dnc.memory_size": 32, "dnc.word_size": 100, "dnc.num_reads": 2,
+            "optimizer": "rmsprop", "lr": 3e-5, "batch_size": 32, "iterations": 1000000,
+            "curriculum_threshold": 0.15, "eval_interval": 400, "eval_batches": 5,
+            "checkpoint_interval": 1000,
+        },
+        "quick": {
+            "task.curriculum": "quick", "task.entropy_cost": 0.02, "dnc.hidden_size": 64,
+            "dnc.memory_size": 16,
+            "dnc.word_size": 16, "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3,
+            "batch_size": 32, "iterations": 6000, "curriculum_threshold": 0.15,
+            "eval_interval": 100, "eval_batches": 5, "checkpoint_interval": 500,
         },
     },
     "priority_sort": {

@@ -3,8 +3,8 @@
     torchdnc train copy --preset quick            # one process
     torchrun --nproc_per_node=2 -m torchdnc train copy --preset quick
 
-A run directory holds ``config.json``, ``checkpoint.pt`` (and the previous
-one), ``metrics.jsonl``, TensorBoard events under ``tb/`` and, after
+A run directory holds ``config.json``, ``checkpoint.safetensors`` (and the
+previous one), ``metrics.jsonl``, TensorBoard events under ``tb/`` and, after
 ``torchdnc plot``, ``plots/``. Only rank 0 logs and saves. Every rank draws
 the same global batch from the same generator and trains on its slice, so N
 processes compute what one process computes on the whole batch.
@@ -176,7 +176,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, force: bool,
         if resume:
             if ddp.main:
                 resources.enter_context(RunLock(run_dir))
-            stored = checkpoint.load(run_dir / checkpoint.CHECKPOINT, map_location="cpu")
+            stored = checkpoint.load(checkpoint.find(run_dir), map_location="cpu")
             _check_checkpoint_fits(stored, config, run_dir)
         elif ddp.main:
             prepare_run_dir(run_dir, force)
@@ -195,9 +195,9 @@ def _check_checkpoint_fits(stored: dict[str, Any], config: TrainConfig, run_dir:
     try:
         differences = describe_difference(TrainConfig.from_dict(stored["config"]), config)
     except (TypeError, ValueError) as error:
-        raise RunError(f"{run_dir / checkpoint.CHECKPOINT} holds an unreadable config ({error})") from None
+        raise RunError(f"{checkpoint.find(run_dir)} holds an unreadable config ({error})") from None
     if differences:
-        raise RunError(f"{run_dir / checkpoint.CHECKPOINT} was written by another configuration "
+        raise RunError(f"{checkpoint.find(run_dir)} was written by another configuration "
                        f"than {run_dir / CONFIG_FILE}: " + "; ".join(differences))
 
 
@@ -212,7 +212,7 @@ def _loop(config: TrainConfig, run_dir: Path, ddp: Distributed, device: torch.de
             optimizer.load_state_dict(stored["optimizer"])
         except (RuntimeError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()
-            raise RunError(f"{run_dir / checkpoint.CHECKPOINT} does not fit this model "
+            raise RunError(f"{checkpoint.find(run_dir)} does not fit this model "
                            f"({first[0] if first else type(error).__name__})") from None
         data.set_state(stored["data_rng"])
         torch.set_rng_state(stored["torch_rng"])
@@ -252,7 +252,7 @@ def _loop(config: TrainConfig, run_dir: Path, ddp: Distributed, device: torch.de
     try:
         with stop_on_signals() as stop:
             while progress.step < config.iterations and not (progress.solved or progress.stopped_early):
-                batch = task.sample(config.batch_size, data, **levels[progress.level])
+                batch = task.training_batch(model, config.batch_size, data, **levels[progress.level])
                 batch = batch[local].to(device)
                 outputs, _ = trained(batch.inputs, mask=batch.mask)
                 loss = task.loss(outputs, batch)

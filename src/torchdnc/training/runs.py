@@ -16,6 +16,7 @@ from torch import nn
 
 from torchdnc.baselines import LSTMBaseline, lstm_hidden_for_parameters
 from torchdnc.dnc import DNC
+from torchdnc.recurrent import PRETRAINED_WEIGHTS, load_pretrained, read_pretrained
 from torchdnc.sparse import SparseDNC, SparseDNCConfig
 from torchdnc.tasks import Task
 from torchdnc.training import checkpoint
@@ -146,17 +147,30 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
 def load_trained(run_dir: Path | str, device: str = "cpu", which: str = "best"):
     """(config, task, model, checkpoint) of a run, the model rebuilt from its stored config.
 
-    ``which``: "best" loads ``best.pt`` (the best validation result, written with
+    ``which``: "best" loads ``best.safetensors`` (the best validation result, written with
     ``keep_best``) where the run has one and the last checkpoint otherwise;
-    "last" always loads the last checkpoint.
+    "last" always loads the last checkpoint. ``run_dir`` may also be a model
+    that `export_pretrained` wrote (a `save_pretrained` folder with its
+    training config), such as the shipped ones in `torchdnc.zoo`.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
+    if (run_dir / PRETRAINED_WEIGHTS).is_file():
+        description, _ = read_pretrained(run_dir)
+        if "training" not in description:
+            raise RunError(f"{run_dir}: a saved model without the training config that made it "
+                           "(export_pretrained writes one): no task to evaluate it on")
+        config = TrainConfig.from_dict(description["training"])
+        model = load_pretrained(run_dir, resolve_device(device))
+        trained = description.get("trained", {})
+        payload = {"step": trained.get("step", 0), "loaded_from": PRETRAINED_WEIGHTS,
+                   "progress": {"level": trained.get("level", len(config.make_task().levels()) - 1)}}
+        return config, config.make_task(), model, payload
     if which not in ("best", "last"):
         raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
-    best = run_dir / checkpoint.BEST
-    path = best if which == "best" and best.exists() else run_dir / checkpoint.CHECKPOINT
+    best = checkpoint.find(run_dir, checkpoint.BEST)
+    path = best if which == "best" and best.exists() else checkpoint.find(run_dir)
     payload = checkpoint.load(path)
     payload["loaded_from"] = path.name
     config = TrainConfig.from_dict(payload["config"])
@@ -165,3 +179,12 @@ def load_trained(run_dir: Path | str, device: str = "cpu", which: str = "best"):
     model.load_state_dict(payload["model"])
     model.to(resolve_device(device)).eval()
     return config, task, model, payload
+
+
+def export_pretrained(run_dir: Path | str, out: Path | str, which: str = "best") -> Path:
+    """Write a run's model as a `save_pretrained` folder with the training
+    config that made it (what `torchdnc.zoo` ships and ``--pretrained`` reads)."""
+    config, _, model, payload = load_trained(run_dir, which=which)
+    return model.save_pretrained(out, training=config.to_dict(), trained={
+        "step": payload["step"], "level": payload["progress"]["level"],
+        "checkpoint": payload["loaded_from"]})

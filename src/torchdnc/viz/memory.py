@@ -117,7 +117,8 @@ def training_figure(records: list[dict[str, Any]], metric: str):
     figure, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True, constrained_layout=True)
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8)
     axes[0].set_ylabel("training loss")
-    axes[0].set_yscale("log")
+    if train and min(r["loss"] for r in train) > 0:
+        axes[0].set_yscale("log")
     axes[1].plot([r["step"] for r in evals], [max(r[metric], 1e-3) for r in evals], marker=".")
     axes[1].set_ylabel(f"eval {metric}")
     axes[1].set_yscale("log")

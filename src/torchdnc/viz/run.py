@@ -7,11 +7,13 @@ from pathlib import Path
 from torchdnc.dnc import DNC
 from torchdnc.tasks.babi import BabiTask, parse_task_selection
 from torchdnc.tasks.graphs import london_available
+from torchdnc.tasks.shrdlu import ShrdluTask
 from torchdnc.tasks.traversal import TraversalTask
 from torchdnc.training.runs import load_trained, read_metrics
 from torchdnc.viz.babi import plot_story
 from torchdnc.viz.graphs import plot_underground_traversal
 from torchdnc.viz.memory import plot_memory, plot_training
+from torchdnc.viz.shrdlu import plot_episode
 
 
 def plot_run(run_dir: Path | str, seed: int = 0, out: Path | str | None = None) -> list[Path]:
@@ -21,15 +23,21 @@ def plot_run(run_dir: Path | str, seed: int = 0, out: Path | str | None = None) 
     run_dir = Path(run_dir)
     config, task, model, payload = load_trained(run_dir)
     out = Path(out) if out else run_dir / "plots"
-    written = [plot_training(read_metrics(run_dir), task.primary_metric, out / "training.png",
-                             f"{config.task} ({config.model}, preset {config.preset})")]
+    written = []
+    records = read_metrics(run_dir)
+    if records:  # a shipped model has no training records
+        written.append(plot_training(records, task.primary_metric, out / "training.png",
+                                     f"{config.task} ({config.model}, preset {config.preset})"))
     if not isinstance(model, DNC):
         return written
     if isinstance(task, TraversalTask) and london_available(task.london_dir):
         written.append(plot_underground_traversal(
             model, task, out / "underground.png", steps=task.test_steps, seed=seed,
             title=f"traversal, step {payload['step']}"))
-    if isinstance(task, BabiTask):
+    if isinstance(task, ShrdluTask):
+        written.append(plot_episode(model, task, out / "episode.png", seed,
+                                    **task.levels()[payload["progress"]["level"]]))
+    elif isinstance(task, BabiTask):
         first = parse_task_selection(task.tasks)[0]
         written.append(plot_story(model, task, out / "story.png", babi_task=first, number=seed,
                                   title=f"bAbI task {first}, step {payload['step']}"))

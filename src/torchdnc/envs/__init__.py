@@ -1,0 +1,1 @@
+"""Environments for reinforcement learning (`torchdnc.envs.shrdlu`: Mini-SHRDLU)."""
