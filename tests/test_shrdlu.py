@@ -175,4 +175,3 @@ def test_a_share_of_training_episodes_comes_from_earlier_lessons():
     none = ShrdluTask(curriculum="quick", earlier_fraction=0.0)
     batch = none.training_batch(model, 32, torch.Generator().manual_seed(0), **levels[4])
     assert (blocks(batch) == 4).all()
-    assert ((~batch.info["acting"] & batch.mask).sum(1) == 6).all()  # 3 goals x 2 constraints
