@@ -58,6 +58,8 @@ class Task:
     primary_metric: ClassVar[str]
     # Further metrics worth a column in evaluation tables.
     report_metrics: ClassVar[tuple[str, ...]] = ()
+    # Whether the data are episodes the model plays (`training_batch`), not `sample`s.
+    plays_episodes: ClassVar[bool] = False
     input_size: int
     output_size: int
 

@@ -84,6 +84,7 @@ class ShrdluTask(Task):
     summary: ClassVar[str] = "Mini-SHRDLU block puzzle, reinforcement learning (DNC paper, Fig. 4)"
     primary_metric: ClassVar[str] = "constraint_error"
     report_metrics: ClassVar[tuple[str, ...]] = ("success", "optimal")
+    plays_episodes: ClassVar[bool] = True
     input_size: ClassVar[int] = OBSERVATION
     output_size: ClassVar[int] = ACTIONS + 1
 
