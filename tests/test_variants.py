@@ -232,3 +232,15 @@ def test_variants_from_the_command_line(tmp_path):
         resolve_config("copy", "quick", {"variant": "ntm"})
     with pytest.raises(ValueError, match="variant: 'rsdnc' sets options of the dense DNC"):
         resolve_config("copy", "quick", {"variant": "rsdnc", "model": "sparse"})
+
+
+def test_gates_can_be_held_for_an_ablation():
+    torch.manual_seed(9)
+    dnc = DNC(input_size=4, output_size=3, memory_size=5, word_size=3, num_reads=2,
+              fixed_free_gates=0.0, fixed_allocation_gates=0.0).double()
+    y, state, trace = dnc(torch.randn(2, 8, 4, dtype=f64), return_trace=True)
+    assert torch.all(trace.free_gates == 0) and torch.all(trace.allocation_gates == 0)
+    assert torch.all(trace.usage[:, 1:] >= trace.usage[:, :-1] - 1e-12)  # nothing is ever freed
+    assert_same(trace.write_weights, trace.write_gates[..., None] * trace.write_content_weights)
+    with pytest.raises(ValueError, match="fixed_free_gates: expected a number >= 0 and <= 1"):
+        DNCConfig(fixed_free_gates=2.0)

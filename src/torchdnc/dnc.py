@@ -76,6 +76,10 @@ class DNCConfig(fields.ConfigIO):
     bypass_dropout: float = 0.0
     temporal_links: bool = True
     bidirectional: bool = False
+    # Ablations (docs/scaling.md, Extended Data Fig. 1): hold the free gates or the
+    # allocation gates at a value in [0, 1] instead of learning them; -1 learns them.
+    fixed_free_gates: float = -1.0
+    fixed_allocation_gates: float = -1.0
 
     def __post_init__(self) -> None:
         check_model_config(self)
@@ -83,6 +87,10 @@ class DNCConfig(fields.ConfigIO):
                      "bidirectional"):
             fields.boolean(name, getattr(self, name))
         fields.number("mask_min", self.mask_min, 0, below=1)
+        for name in ("fixed_free_gates", "fixed_allocation_gates"):
+            value = getattr(self, name)
+            if value != -1:
+                fields.number(name, value, 0, 1, note="-1 learns them")
         fields.number("bypass_dropout", self.bypass_dropout, 0, below=1)
         if self.mask_min and not self.masking:
             raise ValueError(f"mask_min: needs masking=True, got mask_min={self.mask_min}")
@@ -108,7 +116,10 @@ class DNCConfig(fields.ConfigIO):
         return [name for name, on in (("masking", self.masking), ("deallocation", self.deallocation),
                                       ("sharpness", self.sharpness), ("layer_norm", self.layer_norm),
                                       ("temporal_links=False", not self.temporal_links),
-                                      ("bidirectional", self.bidirectional)) if on]
+                                      ("bidirectional", self.bidirectional),
+                                      ("fixed_free_gates", self.fixed_free_gates != -1),
+                                      ("fixed_allocation_gates", self.fixed_allocation_gates != -1))
+                if on]
 
 
 class DNCState(RecurrentState):
@@ -150,7 +161,8 @@ class DNC(RecurrentMemoryModel):
         def memory_layers(c: DNCConfig, controller_output: int) -> None:
             self.access = MemoryAccess(controller_output, c.memory_size, c.word_size, c.num_reads,
                                        c.num_writes, c.strength_activation, c.memory_options,
-                                       c.layer_norm, c.mask_min)
+                                       c.layer_norm, c.mask_min, c.fixed_free_gates,
+                                       c.fixed_allocation_gates)
 
         self._build(DNCConfig, config, kwargs, memory_layers)
 

@@ -363,6 +363,8 @@ class MemoryAccess(nn.Module):
         options: the successors' switches (`MemoryOptions`).
         layer_norm: normalise xi_t (Franke et al. 2018).
         mask_min: with masking, masks m <- m (1 - mask_min) + mask_min.
+        fixed_free_gates, fixed_allocation_gates: an ablation: the gates held at
+            this value in [0, 1] (-1: learned, as in the paper).
     """
 
     def __init__(
@@ -376,6 +378,8 @@ class MemoryAccess(nn.Module):
         options: MemoryOptions = MemoryOptions(),
         layer_norm: bool = False,
         mask_min: float = 0.0,
+        fixed_free_gates: float = -1.0,
+        fixed_allocation_gates: float = -1.0,
     ) -> None:
         super().__init__()
         for name, value in [("input_size", input_size), ("memory_size", memory_size),
@@ -395,6 +399,7 @@ class MemoryAccess(nn.Module):
         self.strength_activation = strength_activation
         self.options = options
         self.mask_min = mask_min
+        self.fixed_gates = {"free_gates": fixed_free_gates, "allocation_gates": fixed_allocation_gates}
         size = interface_size(num_reads, word_size, num_writes, options)
         self.interface = nn.Linear(input_size, size)
         if layer_norm:
@@ -431,6 +436,10 @@ class MemoryAccess(nn.Module):
             floor = self.mask_min
             extras = extras._replace(read_masks=extras.read_masks * (1 - floor) + floor,
                                      write_masks=extras.write_masks * (1 - floor) + floor)
+        held = {name: torch.full_like(getattr(interface, name), value)
+                for name, value in getattr(self, "fixed_gates", {}).items() if value != -1}
+        if held:  # an ablation
+            interface = interface._replace(**held)
         return interface, extras
 
     def forward(self, controller_output: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:

@@ -1,0 +1,108 @@
+"""What the study's parts share: training runs through the one training loop
+(several at once, one thread each), evaluating a trained model on fresh data,
+mean and spread over seeds, and writing results as JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchdnc.tasks import Task, evaluate
+from torchdnc.training import load_trained, read_metrics, resolve_config, train
+
+
+@dataclass
+class Run:
+    """One training run of the study: a name, its task and preset, overrides."""
+
+    name: str
+    task: str
+    preset: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def config(self):
+        return resolve_config(self.task, self.preset, {**self.overrides, "threads": 1,
+                                                       "progress": False})
+
+
+def _train_one(args: tuple[Run, str]) -> str:
+    run, folder = args
+    path = Path(folder) / run.name
+    done = [r for r in read_metrics(path) if r["kind"] == "end"]
+    if not done:  # already trained runs are kept (a study can be resumed)
+        train(run.config(), path, force=True)
+    return str(path)
+
+
+def train_all(runs: list[Run], folder: Path, jobs: int = 2) -> dict[str, Path]:
+    """Train ``runs`` into ``folder/NAME`` (``jobs`` at a time, one thread each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    work = [(run, str(folder)) for run in runs]
+    if jobs <= 1 or len(work) == 1:
+        paths = [_train_one(item) for item in work]
+    else:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            paths = pool.map(_train_one, work, chunksize=1)
+    return {run.name: Path(p) for run, p in zip(runs, paths)}
+
+
+def load(path: Path):
+    """(config, task, model) of a trained run, the model in eval mode."""
+    config, task, model, _ = load_trained(path, which="last")
+    return config, task, model
+
+
+def score(model: nn.Module, task: Task, params: dict[str, Any], batches: int, batch_size: int,
+          seed: int = 0) -> dict[str, float]:
+    """The task's metrics on fresh data, plus ``perfect``: the share of
+    sequences with every scored output right."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(10_007 + seed)
+    metrics = evaluate(model, task, params, batches, batch_size, generator, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(10_007 + seed)
+    perfect = total = 0
+    with torch.no_grad():
+        for batch in task.evaluation_batches(model, batch_size, generator, batches, **params):
+            outputs = model(batch.inputs, mask=batch.mask)[0]
+            wrong = ((outputs > 0).to(batch.targets.dtype) != batch.targets)
+            wrong = (wrong * batch.loss_mask.unsqueeze(-1)).sum(dim=(1, 2))
+            perfect += int((wrong == 0).sum())
+            total += len(wrong)
+    metrics["perfect"] = perfect / max(total, 1)
+    return metrics
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """(mean, standard deviation) over seeds (0 spread for a single value)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def write_rows(folder: Path, name: str, rows: list[dict[str, Any]],
+               meta: dict[str, Any] | None = None) -> list[Path]:
+    """``rows`` as ``name.csv`` and, with ``meta``, ``name.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.csv", folder / f"{name}.json"]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(paths[0], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths[1].write_text(json.dumps({**(meta or {}), "rows": rows}, indent=2) + "\n")
+    return paths
+
+
+def iterations_of(path: Path) -> int:
+    ends = [r for r in read_metrics(path) if r["kind"] == "end"]
+    return ends[-1]["step"] if ends else 0
