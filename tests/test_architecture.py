@@ -35,8 +35,10 @@ ALLOWED = {
     "evaluation": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training"},
     "viz": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training", "evaluation"},
     "bench": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training"},
+    "study": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training",
+              "evaluation", "viz", "bench"},
     "cli": {"fields", "data", "envs", "tasks", "kernels", "core", "package", "training", "evaluation",
-            "viz", "bench"},
+            "viz", "bench", "study"},
     "main": {"cli"},
 }
 

@@ -20,7 +20,7 @@ from torchdnc.tasks import TASKS
 from torchdnc.training import CheckpointError, RunError, train
 from torchdnc.training.config import (TrainConfig, apply_overrides, load_config_file, model_defaults,
                                       parse_override_args, presets_for, resolve_config)
-from torchdnc import zoo
+from torchdnc import study, zoo
 from torchdnc.data import download, london
 from torchdnc.training.runs import export_pretrained, load_run_config
 from torchdnc.viz import plot_run
@@ -111,6 +111,10 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     return bench_main(extra)
+
+
+def _study(args: argparse.Namespace, extra: list[str]) -> int:
+    return study.main(extra)
 
 
 def _tasks(args: argparse.Namespace, extra: list[str]) -> int:
@@ -288,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="speed and memory beside baselines (see --help)",
                                 add_help=False)
     bench.set_defaults(run=_bench, extra_allowed=True)
+    study_parser = commands.add_parser("study", help="does it scale, what if memory runs out "
+                                                     "(see --help; docs/scaling.md)", add_help=False)
+    study_parser.set_defaults(run=_study, extra_allowed=True)
 
     build = commands.add_parser("build", help="compile the fused CPU kernel now (it is cached; "
                                               "otherwise the first DNC call does it)")

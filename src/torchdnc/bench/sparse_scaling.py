@@ -19,7 +19,8 @@ over ``--repeats`` runs after one warm-up run, divided by T. Memory:
 Models: ``dense`` (`torchdnc.DNC`, implementation "auto": the fused C++
 recurrence where it builds), ``sam-exact`` / ``sam-faiss`` (SparseDNC without
 links, exact or faiss index), ``sdnc-exact`` / ``sdnc-faiss`` (with
-``--link-entries`` links). faiss models are skipped when faiss is absent; the
+``--link-entries`` links), ``lstm`` (the LSTM baseline with as many numbers in
+its state, h and c, as the memory holds: hidden size N W / 2). faiss models are skipped when faiss is absent; the
 dense DNC is skipped where its link matrices alone exceed ``--memory-limit-gb``
 and otherwise run under that address-space limit, so that an allocation that
 does not fit fails cleanly.
@@ -37,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-MODELS = ("dense", "sam-exact", "sam-faiss", "sdnc-exact", "sdnc-faiss")
+MODELS = ("dense", "sam-exact", "sam-faiss", "sdnc-exact", "sdnc-faiss", "lstm")
 
 
 def _status_mb(field: str) -> float:
@@ -67,6 +68,13 @@ def _build(spec: dict[str, Any]):
                   memory_size=spec["memory_size"], word_size=spec["word"], num_reads=spec["reads"])
     torch.manual_seed(0)
     kind = spec["model"]
+    if kind == "lstm":
+        from torchdnc.baselines import LSTMBaseline
+
+        hidden = max(1, spec["memory_size"] * spec["word"] // 2)
+        model = LSTMBaseline(spec["inputs"], spec["inputs"], hidden)
+        model.initial_state = lambda batch: None
+        return model
     if kind == "dense":
         return DNC(**common, num_writes=1, implementation="auto")
     index = kind.split("-")[1]

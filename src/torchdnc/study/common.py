@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchdnc.tasks import Task, evaluate
+from torchdnc.tasks import Task, average_metrics
 from torchdnc.training import load_trained, read_metrics, resolve_config, train
 
 
@@ -63,21 +63,24 @@ def load(path: Path):
 
 def score(model: nn.Module, task: Task, params: dict[str, Any], batches: int, batch_size: int,
           seed: int = 0) -> dict[str, float]:
-    """The task's metrics on fresh data, plus ``perfect``: the share of
-    sequences with every scored output right."""
-    torch.manual_seed(seed)
+    """The task's metrics on fresh data (per-sequence means), plus ``perfect``:
+    the share of sequences with every scored output right (bit tasks)."""
     generator = torch.Generator().manual_seed(10_007 + seed)
-    metrics = evaluate(model, task, params, batches, batch_size, generator, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(10_007 + seed)
-    perfect = total = 0
+    totals: dict[str, float] = {}
+    perfect = 0.0
+    training = model.training
+    model.eval()
     with torch.no_grad():
         for batch in task.evaluation_batches(model, batch_size, generator, batches, **params):
             outputs = model(batch.inputs, mask=batch.mask)[0]
+            for key, value in task.metrics(outputs, batch).items():
+                totals[key] = totals.get(key, 0.0) + value
             wrong = ((outputs > 0).to(batch.targets.dtype) != batch.targets)
             wrong = (wrong * batch.loss_mask.unsqueeze(-1)).sum(dim=(1, 2))
-            perfect += int((wrong == 0).sum())
-            total += len(wrong)
-    metrics["perfect"] = perfect / max(total, 1)
+            perfect += float((wrong == 0).sum())
+    model.train(training)
+    metrics = task.finalize_metrics(average_metrics(totals))
+    metrics["perfect"] = perfect / max(totals.get("sequences", 1), 1)
     return metrics
 
 

@@ -116,7 +116,8 @@ class CopyTask(BitTask):
         scored = (source >= 0) & (source < lengths[:, None])
         gathered = data.gather(1, source.clamp(0, longest - 1).unsqueeze(-1).expand(-1, -1, self.num_bits))
         targets = gathered * scored.unsqueeze(-1)
-        return Batch(inputs, targets, scored.float(), info={"lengths": lengths})
+        return Batch(inputs, targets, scored.float(),
+                     info={"lengths": lengths, "item_index": torch.where(scored, source, -1)})
 
     def _blocks(self, batch_size: int, generator: torch.Generator, length: tuple[int, int],
                 blocks: tuple[int, int], delay: tuple[int, int]) -> Batch:

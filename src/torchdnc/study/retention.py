@@ -1,0 +1,71 @@
+"""Part 2, retention over time: store a few items, wait D blank steps, recall.
+
+The claim to test: an LSTM's state erodes a little with every step, so what it
+holds fades as D grows; the DNC's memory does not change unless it is written
+to. A DNC and an LSTM with the DNC's parameter count are trained on copy with
+up to 5 vectors and delays of up to 20 blank steps, then tested with delays far
+beyond that, up to thousands of steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchdnc.study.common import Run, load, score, spread, train_all, write_rows
+from torchdnc.viz.style import pyplot, save_figure
+
+TRAIN = {"min_length": 1, "max_length": 5, "min_delay": 0, "max_delay": 20}
+OVERRIDES = {"hidden_size": 64, "memory_size": 16, "word_size": 16, "num_reads": 1,
+             "curriculum_start": 2, "curriculum_levels": 4, "iterations": 3000,
+             **{k: v for k, v in TRAIN.items() if k != "min_length"}}
+DELAYS = (0, 10, 30, 100, 300, 1000, 3000)
+ITEMS = 5
+
+
+def runs(seeds: int, quick: bool) -> list[Run]:
+    base = dict(OVERRIDES)
+    if quick:
+        base.update(iterations=20, eval_interval=10, eval_batches=1)
+    found = []
+    for seed in range(seeds):
+        found.append(Run(f"retention-dnc-s{seed}", "copy", "quick", {**base, "seed": seed}))
+        found.append(Run(f"retention-lstm-s{seed}", "copy", "quick",
+                         {**base, "seed": seed, "model": "lstm"}))
+    return found
+
+
+def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[str, Any]:
+    batches, batch_size = (1, 4) if quick else (4, 32)
+    delays = DELAYS[:2] if quick else DELAYS
+    rows = []
+    for name, path in train_all(runs(seeds, quick), out / "runs", jobs).items():
+        _, task, model = load(path)
+        kind, seed = name.split("-")[1], int(name.rsplit("-s", 1)[1])
+        for delay in delays:
+            m = score(model, task, {"min_length": ITEMS, "max_length": ITEMS, "min_delay": delay,
+                                    "max_delay": delay}, batches, batch_size, seed)
+            rows.append(dict(model=kind, seed=seed, delay=delay, items=ITEMS,
+                             bit_error=m["bit_error"], perfect=m["perfect"]))
+    written = write_rows(out, "retention", rows, {"seeds": seeds, "quick": quick, "train": TRAIN})
+    written.append(figure(out, rows))
+    return {"written": [str(p) for p in written], "retention": rows}
+
+
+def figure(out: Path, rows: list[dict[str, Any]]) -> Path:
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    delays = sorted({r["delay"] for r in rows})
+    for kind, label in (("dnc", "DNC"), ("lstm", "LSTM (DNC's parameters)")):
+        stats = [spread([r["bit_error"] for r in rows if r["model"] == kind and r["delay"] == d])
+                 for d in delays]
+        axis.errorbar([max(d, 1) for d in delays], [m for m, _ in stats], yerr=[s for _, s in stats],
+                      marker="o", capsize=3, label=label, linestyle="-" if kind == "dnc" else "--")
+    axis.axvline(TRAIN["max_delay"], color="gray", lw=0.8, ls=":")
+    axis.set_xscale("log")
+    axis.set_xlabel("blank steps between storing and recalling (log; 0 drawn at 1); dotted: "
+                    "the longest delay in training")
+    axis.set_ylabel("bit error (mean ± s.d. over seeds)")
+    axis.set_ylim(-0.02, 0.55)
+    axis.legend(fontsize=8)
+    return save_figure(figure, out / "retention.png", f"recall of {ITEMS} vectors after a delay")

@@ -1,0 +1,29 @@
+"""The study (docs/scaling.md) runs end to end: every part with --quick."""
+
+from __future__ import annotations
+
+import json
+
+from torchdnc.cli import main
+
+
+def test_every_part_runs_quick_and_writes_numbers_and_figures(tmp_path):
+    assert main(["study", "all", "--quick", "--seeds", "1", "--jobs", "1",
+                 "--out", str(tmp_path)]) == 0
+    for part, files in {"load": ["load.csv", "hidden.json", "memory_size.csv", "load-copy.png",
+                                 "memory_size-copy.png", "hidden-associative_recall.png"],
+                        "retention": ["retention.csv", "retention.png"],
+                        "overflow": ["overflow.json", "overload.csv", "overflow-lstm.png",
+                                     "overflow-ablations.png"],
+                        "cost": ["cost.csv", "cost.png"]}.items():
+        for name in files:
+            assert (tmp_path / part / name).is_file(), (part, name)
+        assert json.loads((tmp_path / part / "timing.json").read_text())["quick"]
+    rows = json.loads((tmp_path / "load" / "load.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"dnc", "lstm", "superlstm"}
+    assert {r["memory_multiple"] for r in rows if r["model"] == "dnc"} == {0.25, 0.5, 1, 2, 4}
+    cost = json.loads((tmp_path / "cost" / "cost.json").read_text())
+    assert {r["model"] for r in cost["rows"]} == {"dense", "lstm"}
+    # a part run again reuses its trained runs and only evaluates
+    assert main(["study", "retention", "--quick", "--seeds", "1", "--jobs", "1",
+                 "--out", str(tmp_path)]) == 0
