@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from torchdnc.baselines import lstm_hidden_for_parameters
+from torchdnc.dnc import DNC
 from torchdnc.study.common import Run, load, score, spread, train_all, write_rows
 from torchdnc.viz.style import pyplot, save_figure
 
@@ -61,8 +62,6 @@ def _resolve_super(run: Run) -> Run:
     """The super-LSTM: the hidden size whose LSTM has SUPER times the DNC's parameters."""
     if not run.overrides.pop("_super", False):
         return run
-    from torchdnc import DNC
-
     config = run.config()
     task = config.make_task()
     dnc = sum(p.numel() for p in DNC(config.dnc_config(task)).parameters())
