@@ -481,24 +481,34 @@ class RecurrentMemoryModel(nn.Module):
         if not isinstance(state, self.state_type):
             raise ValueError(f"state: expected a {self.state_type.__name__}, "
                              f"got {type(state).__name__}")
-        paths = state_paths(self.initial_state(batch_size, device="meta"))
+        expected = self._state_layout(batch_size)
         try:
             actual = [t for _, t in state_paths(state)]
         except TypeError as error:
             raise ValueError(f"state: does not match this model's structure ({error})") from None
-        if len(actual) != len(paths):
-            raise ValueError(f"state: expected {len(paths)} tensors for "
+        if len(actual) != len(expected):
+            raise ValueError(f"state: expected {len(expected)} tensors for "
                              f"controller={self.config.controller!r}, got {len(actual)}")
-        for (name, want), have in zip(paths, actual):
-            if not isinstance(have, Tensor) or tuple(have.shape) != tuple(want.shape):
-                shape = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
-                raise ValueError(f"state.{name}: expected shape {tuple(want.shape)} for batch size "
-                                 f"{batch_size} and this model's configuration, got {shape}")
-            dtype = x.dtype if want.is_floating_point() else want.dtype
+        for (name, shape, floating, dtype), have in zip(expected, actual):
+            if not isinstance(have, Tensor) or have.shape != shape:
+                got = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
+                raise ValueError(f"state.{name}: expected shape {tuple(shape)} for batch size "
+                                 f"{batch_size} and this model's configuration, got {got}")
+            dtype = x.dtype if floating else dtype
             if have.dtype != dtype or have.device != x.device:
                 raise ValueError(f"state.{name}: expected dtype {dtype} on {x.device}"
-                                 f"{' (as x)' if want.is_floating_point() else ''}, "
+                                 f"{' (as x)' if floating else ''}, "
                                  f"got dtype {have.dtype} on {have.device}")
+
+    def _state_layout(self, batch_size: int) -> list[tuple[str, torch.Size, bool, torch.dtype]]:
+        """(name, shape, floating point, dtype) of every state tensor, for ``batch_size``
+        (cached: a state check per `step` call stays cheap)."""
+        cache = self.__dict__.setdefault("_layouts", {})
+        key = (batch_size, id(self.config))  # with_memory_size gives a copy a new config
+        if key not in cache:
+            paths = state_paths(self.initial_state(batch_size, device="meta"))
+            cache[key] = [(name, t.shape, t.is_floating_point(), t.dtype) for name, t in paths]
+        return cache[key]
 
 
 def _check_mask(mask, x: Tensor, batch_first: bool) -> Tensor:
