@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -331,3 +336,18 @@ def test_compile_does_not_keep_models_alive(monkeypatch):
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_gpu_check_script_runs_in_dry_run_mode(tmp_path):
+    # The GPU script's steps (device tests, bench, table) on the CPU at tiny sizes,
+    # so that the script a GPU machine runs once is known to work.
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "--dry-run", "--out", str(tmp_path)],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    for kind in ("fused", "plain", "lstmcell", "lstm"):
+        assert f"| a T=4 | {kind} |" in table
+    assert "error" not in table
+    assert "[100%]" in (tmp_path / "tests.log").read_text()  # pytest failing fails the script

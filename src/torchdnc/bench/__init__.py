@@ -8,5 +8,7 @@
 - `sparse_scaling` (``python -m torchdnc.bench.sparse_scaling``): the dense and
   sparse DNC's time and memory per step as the memory grows to 10^6 slots;
 - `sparse_learning_check` (``python -m torchdnc.bench.sparse_learning_check``):
-  dense against sparse on the quick copy preset, seed by seed.
+  dense against sparse on the quick copy preset, seed by seed;
+- `contention` (``python -m torchdnc.bench.contention``): one training alone,
+  then several started together on the same cores.
 """

@@ -52,7 +52,18 @@ def _build(kind: str, c: dict[str, int], device):
         model = DNC(input_size=c["inputs"], output_size=c["outputs"], hidden_size=c["hidden_size"],
                     memory_size=c["memory_size"], word_size=c["word_size"],
                     num_reads=c["num_reads"], num_writes=c["num_writes"], implementation=kind)
-        return model.to(device), lambda x: model(x)[0]
+        model = model.to(device)
+        run = lambda x: model(x)[0]  # noqa: E731
+
+        def stepped(x):  # one `step` call per time step, as reinforcement learning runs it
+            state, outputs = None, []
+            for t in range(x.shape[1]):
+                y, state = model.step(x[:, t], state)
+                outputs.append(y)
+            return torch.stack(outputs, 1)
+
+        run.stepped = stepped
+        return model, run
     if kind == "lstm":
         rnn = nn.LSTM(c["inputs"], c["hidden_size"], batch_first=True).to(device)
         head = nn.Linear(c["hidden_size"], c["outputs"]).to(device)
@@ -121,6 +132,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             run(x)
 
+    def stepped():
+        with torch.no_grad():
+            run.stepped(x)
+
     def timed(fn, repeats):
         times = []
         for _ in range(repeats):
@@ -140,7 +155,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     repeats = spec.get("repeats", 10)
     result: dict[str, Any] = {}
-    for name, fn in (("train", train_step), ("forward", forward), ("inference", inference)):
+    measured = [("train", train_step), ("forward", forward), ("inference", inference)]
+    if hasattr(run, "stepped"):
+        stepped()
+        measured.append(("step_loop", stepped))
+    for name, fn in measured:
         times = timed(fn, repeats)
         quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
         result[f"{name}_s"] = statistics.median(times)
@@ -183,17 +202,20 @@ def pypi_dnc_installed() -> bool:
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown table; ratios are against the fastest baseline DNC of the same config."""
     lines = ["| config | implementation | train step (s) | forward (s) | inference (s) | "
-             "peak memory (MB) | first call (s) |", "|---|---|---|---|---|---|---|"]
+             "step loop (s) | peak memory (MB) | first call (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         name = r["name"]
         if "error" in r:
-            lines.append(f"| {name} | {r['implementation']} | error: {r['error']} | | | | |")
+            lines.append(f"| {name} | {r['implementation']} | error: {r['error']} | | | | | |")
             continue
         low, high = r["train_iqr_s"]
         memory = r["peak_gpu_mb"] if r.get("peak_gpu_mb") is not None else r["peak_rss_mb"]
+        step = f"{r['step_loop_s']:.4f}" if "step_loop_s" in r else "-"
         lines.append(
             f"| {name} | {r['implementation']} | {r['train_s']:.4f} ({low:.4f}-{high:.4f}) | "
-            f"{r['forward_s']:.4f} | {r['inference_s']:.4f} | {memory:.0f} | {r['first_call_s']:.1f} |")
+            f"{r['forward_s']:.4f} | {r['inference_s']:.4f} | {step} | {memory:.0f} | "
+            f"{r['first_call_s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -213,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--neighbour", action="store_true",
+                        help="measure beside a CPU-bound single-threaded process (a busy "
+                             "neighbour on a shared machine)")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))), flush=True)
@@ -247,8 +272,16 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 jobs.append({"name": label, "config": config, "implementation": kind,
                              "repeats": args.repeats, "threads": args.threads, "device": args.device})
-    for job in tqdm(jobs, desc="bench", dynamic_ncols=True):
-        results.append(run_one(job, args.timeout))
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) \
+        if args.neighbour else None
+    try:
+        for job in tqdm(jobs, desc="bench" + (" beside a busy neighbour" if neighbour else ""),
+                        dynamic_ncols=True):
+            results.append({**run_one(job, args.timeout), "neighbour": bool(neighbour)})
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
     print(table(results))
     if args.json:
         with open(args.json, "w") as handle:

@@ -49,10 +49,12 @@ struct Layout {
   }
 };
 
-// Batch elements per task so that a thread gets enough work to pay for itself.
-inline int64_t grain(const Dims& d) {
-  const int64_t work = d.N * (d.W + d.R + d.K) + d.K * d.N * d.N * (1 + d.R);
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(work, 1));
+// Batch elements per thread when each thread runs its slice through the whole
+// sequence: one fork per call, so only very short, tiny calls stay on one thread.
+inline int64_t slice_grain(const Dims& d) {
+  const int64_t step = d.N * (d.W + d.R + d.K) + d.K * d.N * d.N * (1 + d.R) +
+                       d.G * (d.R * d.W + d.H) + d.I * d.H;
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(step * d.T, 1));
 }
 
 template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
@@ -596,9 +598,14 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   auto ww_cur = ww0.contiguous().clone();
   hidden[0].copy_(h0); cell[0].copy_(c0); reads[0].copy_(r0.reshape({B, R, W}));
   usage[0].copy_(u0); read_w[0].copy_(wr0); write_w[0].copy_(ww0); prec[0].copy_(p0);
+  for (size_t m = 0; m < boundaries->starts.size(); ++m) {  // filled row by row below
+    boundaries->memory.push_back(torch::empty({B, N, W}, opts));
+    boundaries->link.push_back(torch::empty({B, K, N, N}, opts));
+  }
   auto wct = w_cat.t();
   auto wxit = w_xi.t();
   auto proj_t = projected.transpose(0, 1);  // [T, B, G]
+  auto z = torch::empty({B, G}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "fused_dnc_forward", [&] {
     using T_ = scalar_t;
@@ -608,76 +615,87 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
                 fwd.data_ptr<T_>(), bwd.data_ptr<T_>()};
     const bool* keep_p = masked ? keep_c.data_ptr<bool>() : nullptr;
     const int64_t RW = R * W;
-    auto z = torch::empty({B, G}, opts);
-    // Controller input of step 0: [r_0; h_0].
-    {
-      T_* inp = inputs[0].data_ptr<T_>();
-      const T_* r = reads[0].data_ptr<T_>();
-      const T_* h = hidden[0].data_ptr<T_>();
-      for (int64_t b = 0; b < B; ++b) {
-        std::copy(r + b * RW, r + (b + 1) * RW, inp + b * (RW + H));
-        std::copy(h + b * H, h + (b + 1) * H, inp + b * (RW + H) + RW);
-      }
+    const auto& starts = boundaries->starts;
+    std::vector<T_*> boundary_M, boundary_L;
+    for (size_t m = 0; m < starts.size(); ++m) {
+      boundary_M.push_back(boundaries->memory[m].data_ptr<T_>());
+      boundary_L.push_back(boundaries->link[m].data_ptr<T_>());
     }
-    const int64_t memory_grain = grain(d);
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t ts = at(t), ts0 = at1(t), ts1 = at1(t + 1);
-      const auto& starts = boundaries->starts;
-      if (boundaries->memory.size() < starts.size() && starts[boundaries->memory.size()] == t) {
-        boundaries->memory.push_back(M.clone());
-        boundaries->link.push_back(L.clone());
-      }
-      at::addmm_out(z, proj_t[t], inputs[ts0], wct);
-      // Controller: LSTM gates i, f, g, o (vectorised by ATen), cell, hidden, clipping.
-      auto gates_t = gates[ts];
-      at::sigmoid_out(gates_t, z);
-      auto candidate = gates_t.narrow(1, 2 * H, H);
-      at::tanh_out(candidate, z.narrow(1, 2 * H, H));
-      T_* gp = gates_t.data_ptr<T_>();
-      T_* cprev = cell[ts0].data_ptr<T_>();
-      T_* hprev = hidden[t].data_ptr<T_>();
-      T_* cnew = cell[ts1].data_ptr<T_>();
-      T_* hnew = hidden[t + 1].data_ptr<T_>();
-      T_* craw = cell_raw[ts].data_ptr<T_>();
-      for (int64_t b = 0; b < B; ++b) {
-        const T_* gb = gp + b * G;
-        const T_* cp = cprev + b * H;
-        T_* cr = craw + b * H;
-        _Pragma("omp simd")
-        for (int64_t j = 0; j < H; ++j) cr[j] = gb[H + j] * cp[j] + gb[j] * gb[2 * H + j];
-      }
-      auto tanh_t = tanh_cell[ts];
-      at::tanh_out(tanh_t, cell_raw[ts]);
-      const T_* tc = tanh_t.data_ptr<T_>();
-      T_* next_inp = t + 1 < T ? inputs[ts1].data_ptr<T_>() : nullptr;
-      for (int64_t b = 0; b < B; ++b) {
-        const bool on = keep_p == nullptr || keep_p[b * T + t];
-        const T_* gb = gp + b * G;
-        T_* cn = cnew + b * H;
-        T_* hn = hnew + b * H;
-        if (on) {
-          const T_* cr = craw + b * H;
-          const T_* tb = tc + b * H;
-          _Pragma("omp simd")
-          for (int64_t j = 0; j < H; ++j) {
-            cn[j] = clamp(cr[j], clip);
-            hn[j] = clamp(gb[3 * H + j] * tb[j], clip);
-          }
-        } else {
-          std::copy(cprev + b * H, cprev + (b + 1) * H, cn);
-          std::copy(hprev + b * H, hprev + (b + 1) * H, hn);
+    T_* Mp = M.data_ptr<T_>(); T_* Lp = L.data_ptr<T_>(); T_* up = u_cur.data_ptr<T_>();
+    T_* pp = p_cur.data_ptr<T_>(); T_* wrp = wr_cur.data_ptr<T_>(); T_* wwp = ww_cur.data_ptr<T_>();
+    // Each thread carries its own slice of the batch through the whole sequence
+    // (controller products on the slice included): no barrier per time step, so
+    // a busy neighbour on the cores slows the pass down in proportion only.
+    at::parallel_for(0, B, slice_grain(d), [&](int64_t b0, int64_t b1) {
+      at::NoGradGuard no_grad;  // grad mode is per thread; the products here are plain buffers
+      const int64_t n = b1 - b0;
+      Workspace<T_> ws;
+      auto zs = z.narrow(0, b0, n);
+      {  // Controller input of step 0: [r_0; h_0].
+        T_* inp = inputs[0].data_ptr<T_>();
+        const T_* r = reads[0].data_ptr<T_>();
+        const T_* h = hidden[0].data_ptr<T_>();
+        for (int64_t b = b0; b < b1; ++b) {
+          std::copy(r + b * RW, r + (b + 1) * RW, inp + b * (RW + H));
+          std::copy(h + b * H, h + (b + 1) * H, inp + b * (RW + H) + RW);
         }
-        if (next_inp != nullptr) std::copy(hn, hn + H, next_inp + b * (RW + H) + RW);
       }
-      auto xi_out = xis[ts];
-      at::addmm_out(xi_out, b_xi, hidden[t + 1], wxit);
-      T_* xip = xis[ts].data_ptr<T_>();
-      T_* Mp = M.data_ptr<T_>(); T_* Lp = L.data_ptr<T_>(); T_* up = u_cur.data_ptr<T_>();
-      T_* pp = p_cur.data_ptr<T_>(); T_* wrp = wr_cur.data_ptr<T_>(); T_* wwp = ww_cur.data_ptr<T_>();
-      T_* rnext = reads[t + 1].data_ptr<T_>();
-      T_* rprev = reads[t].data_ptr<T_>();
-      at::parallel_for(0, B, memory_grain, [&](int64_t b0, int64_t b1) {
-        Workspace<T_> ws;
+      size_t next_boundary = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t ts = at(t), ts0 = at1(t), ts1 = at1(t + 1);
+        if (next_boundary < starts.size() && starts[next_boundary] == t) {
+          std::copy(Mp + b0 * N * W, Mp + b1 * N * W, boundary_M[next_boundary] + b0 * N * W);
+          std::copy(Lp + b0 * K * N * N, Lp + b1 * K * N * N,
+                    boundary_L[next_boundary] + b0 * K * N * N);
+          ++next_boundary;
+        }
+        at::addmm_out(zs, proj_t[t].narrow(0, b0, n), inputs[ts0].narrow(0, b0, n), wct);
+        // Controller: LSTM gates i, f, g, o (vectorised by ATen), cell, hidden, clipping.
+        auto gates_t = gates[ts].narrow(0, b0, n);
+        at::sigmoid_out(gates_t, zs);
+        auto candidate = gates_t.narrow(1, 2 * H, H);
+        at::tanh_out(candidate, zs.narrow(1, 2 * H, H));
+        T_* gp = gates[ts].data_ptr<T_>();
+        T_* cprev = cell[ts0].data_ptr<T_>();
+        T_* hprev = hidden[t].data_ptr<T_>();
+        T_* cnew = cell[ts1].data_ptr<T_>();
+        T_* hnew = hidden[t + 1].data_ptr<T_>();
+        T_* craw = cell_raw[ts].data_ptr<T_>();
+        for (int64_t b = b0; b < b1; ++b) {
+          const T_* gb = gp + b * G;
+          const T_* cp = cprev + b * H;
+          T_* cr = craw + b * H;
+          _Pragma("omp simd")
+          for (int64_t j = 0; j < H; ++j) cr[j] = gb[H + j] * cp[j] + gb[j] * gb[2 * H + j];
+        }
+        auto tanh_t = tanh_cell[ts].narrow(0, b0, n);
+        at::tanh_out(tanh_t, cell_raw[ts].narrow(0, b0, n));
+        const T_* tc = tanh_cell[ts].data_ptr<T_>();
+        T_* next_inp = t + 1 < T ? inputs[ts1].data_ptr<T_>() : nullptr;
+        for (int64_t b = b0; b < b1; ++b) {
+          const bool on = keep_p == nullptr || keep_p[b * T + t];
+          const T_* gb = gp + b * G;
+          T_* cn = cnew + b * H;
+          T_* hn = hnew + b * H;
+          if (on) {
+            const T_* cr = craw + b * H;
+            const T_* tb = tc + b * H;
+            _Pragma("omp simd")
+            for (int64_t j = 0; j < H; ++j) {
+              cn[j] = clamp(cr[j], clip);
+              hn[j] = clamp(gb[3 * H + j] * tb[j], clip);
+            }
+          } else {
+            std::copy(cprev + b * H, cprev + (b + 1) * H, cn);
+            std::copy(hprev + b * H, hprev + (b + 1) * H, hn);
+          }
+          if (next_inp != nullptr) std::copy(hn, hn + H, next_inp + b * (RW + H) + RW);
+        }
+        auto xi_out = xis[ts].narrow(0, b0, n);
+        at::addmm_out(xi_out, b_xi, hidden[t + 1].narrow(0, b0, n), wxit);
+        T_* xip = xis[ts].data_ptr<T_>();
+        T_* rnext = reads[t + 1].data_ptr<T_>();
+        T_* rprev = reads[t].data_ptr<T_>();
         for (int64_t b = b0; b < b1; ++b) {
           const bool on = keep_p == nullptr || keep_p[b * T + t];
           if (on) {
@@ -694,8 +712,8 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
           if (next_inp != nullptr)
             std::copy(rnext + b * RW, rnext + (b + 1) * RW, next_inp + b * (RW + H));
         }
-      });
-    }
+      }
+    });
   });
   const int64_t last = at1(T);
   std::vector<torch::Tensor> out{
@@ -716,12 +734,13 @@ namespace {
 // hold the states BEFORE step t0 + i for i = 0 .. t1 - t0; slot 0 is the
 // chunk's boundary, the others are filled here.
 template <typename T>
-void recompute_chunk(int64_t t0, int64_t t1, const T* xis, const T* write_w, const T* prec,
-                     const bool* keep, const std::vector<T*>& mem, const std::vector<T*>& link,
-                     const Dims& d, const Layout& lay) {
+void recompute_chunk(int64_t t0, int64_t t1, int64_t b0, int64_t b1, const T* xis,
+                     const T* write_w, const T* prec, const bool* keep,
+                     const std::vector<T*>& mem, const std::vector<T*>& link, const Dims& d,
+                     const Layout& lay) {
   const int64_t B = d.B, N = d.N, W = d.W, K = d.K, I = d.I;
   const int64_t msz = N * W, lsz = K * N * N;
-  at::parallel_for(0, B, grain(d), [&](int64_t b0, int64_t b1) {
+  {
     std::vector<T> erase(K * W);
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -744,7 +763,7 @@ void recompute_chunk(int64_t t0, int64_t t1, const T* xis, const T* write_w, con
           update_link(Lprev + k * N * N, Lnext + k * N * N, p + k * N, ww + k * N, N);
       }
     }
-  });
+  }
 }
 
 // Backward of one write head's link update and of the directional weights of
@@ -1098,8 +1117,6 @@ std::vector<torch::Tensor> fused_backward(
   auto gr = grad_reads.transpose(0, 1).contiguous();   // [T, B, R, W]
   auto dinp = torch::zeros({B, R * W + H}, opts);  // d[r_{t-1}; h_{t-1}] of the step after
   const int64_t RW = R * W;
-  const int64_t memory_grain = grain(d);
-  const int64_t gate_grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1));
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "fused_dnc_backward", [&] {
     using T_ = scalar_t;
@@ -1110,12 +1127,15 @@ std::vector<torch::Tensor> fused_backward(
     const bool* keep_p = masked ? keep.data_ptr<bool>() : nullptr;
     const auto& starts = boundaries->starts;
     const int64_t chunks = static_cast<int64_t>(starts.size());
-    std::vector<torch::Tensor> pool_M, pool_L;
+    // States before steps t0 .. t1 of each chunk: slot 0 is the chunk's boundary,
+    // the rest come from a pool of buffers that released boundaries and later
+    // chunks return to, so the pass allocates (and page-faults) almost nothing
+    // new. The slots are assigned here, before the threads start: every thread
+    // then walks the same buffers, each over its own rows.
+    std::vector<torch::Tensor> pool_M, pool_L, owned;
+    std::vector<std::vector<T_*>> chunk_mem(chunks), chunk_link(chunks);
     for (int64_t m = chunks - 1; m >= 0; --m) {
       const int64_t t0 = starts[m], t1 = m + 1 < chunks ? starts[m + 1] : T;
-      // States before steps t0 .. t1: slot 0 is the boundary, the rest come from
-      // a pool of buffers that released boundaries and earlier chunks return to,
-      // so the pass allocates (and page-faults) almost nothing new.
       std::vector<torch::Tensor> mem_slots{boundaries->memory[m]}, link_slots{boundaries->link[m]};
       while (static_cast<int64_t>(mem_slots.size()) < t1 - t0 + 1) {
         if (pool_M.empty()) {
@@ -1125,30 +1145,41 @@ std::vector<torch::Tensor> fused_backward(
         mem_slots.push_back(pool_M.back()); pool_M.pop_back();
         link_slots.push_back(pool_L.back()); pool_L.pop_back();
       }
-      boundaries->memory[m] = torch::Tensor();
-      boundaries->link[m] = torch::Tensor();
-      std::vector<T_*> mem_ptrs, link_ptrs;
-      for (auto& slot : mem_slots) mem_ptrs.push_back(slot.data_ptr<T_>());
-      for (auto& slot : link_slots) link_ptrs.push_back(slot.data_ptr<T_>());
-      recompute_chunk(t0, t1, xis.data_ptr<T_>(), write_w.data_ptr<T_>(), prec.data_ptr<T_>(),
-                      keep_p, mem_ptrs, link_ptrs, d, lay);
-      for (int64_t t = t1 - 1; t >= t0; --t) {
-        const int64_t i = t - t0;
-        T_* drp = dr.data_ptr<T_>();
-        T_* dhp = dh.data_ptr<T_>();
-        T_* dinp_p = dinp.data_ptr<T_>();
-        const T_* grp = gr.data_ptr<T_>() + t * B * RW;
-        const T_* ghp = gh.data_ptr<T_>() + t * B * H;
-        T_* dxp = dXi.data_ptr<T_>() + t * B * d.I;
-        T_* dMp = dM.data_ptr<T_>(); T_* dup = du.data_ptr<T_>(); T_* dLp = dL.data_ptr<T_>();
-        T_* dpp = dp.data_ptr<T_>(); T_* dwrp = dwr.data_ptr<T_>(); T_* dwwp = dww.data_ptr<T_>();
-        const T_* xip = xis.data_ptr<T_>() + t * B * d.I;
-        const T_* Mprev = mem_ptrs[i];
-        const T_* Mt = mem_ptrs[i + 1];
-        const T_* Lprev = link_ptrs[i];
-        const T_* Lt = link_ptrs[i + 1];
-        at::parallel_for(0, B, memory_grain, [&](int64_t b0, int64_t b1) {
-          Workspace<T_> ws;
+      for (auto& slot : mem_slots) chunk_mem[m].push_back(slot.data_ptr<T_>());
+      for (auto& slot : link_slots) chunk_link[m].push_back(slot.data_ptr<T_>());
+      for (auto& slot : mem_slots) { pool_M.push_back(slot); owned.push_back(slot); }
+      for (auto& slot : link_slots) { pool_L.push_back(slot); owned.push_back(slot); }
+    }
+    T_* drp = dr.data_ptr<T_>();
+    T_* dhp = dh.data_ptr<T_>();
+    T_* dcp = dc.data_ptr<T_>();
+    T_* dinp_p = dinp.data_ptr<T_>();
+    T_* dMp = dM.data_ptr<T_>(); T_* dup = du.data_ptr<T_>(); T_* dLp = dL.data_ptr<T_>();
+    T_* dpp = dp.data_ptr<T_>(); T_* dwrp = dwr.data_ptr<T_>(); T_* dwwp = dww.data_ptr<T_>();
+    // As in the forward: each thread takes its slice of the batch through every
+    // chunk and step, last to first, without waiting for the others.
+    at::parallel_for(0, B, slice_grain(d), [&](int64_t b0, int64_t b1) {
+      at::NoGradGuard no_grad;  // grad mode is per thread; the products here are plain buffers
+      const int64_t n = b1 - b0;
+      Workspace<T_> ws;
+      auto dh_s = dh.narrow(0, b0, n);
+      auto dinp_s = dinp.narrow(0, b0, n);
+      for (int64_t m = chunks - 1; m >= 0; --m) {
+        const int64_t t0 = starts[m], t1 = m + 1 < chunks ? starts[m + 1] : T;
+        const auto& mem_ptrs = chunk_mem[m];
+        const auto& link_ptrs = chunk_link[m];
+        recompute_chunk(t0, t1, b0, b1, xis.data_ptr<T_>(), write_w.data_ptr<T_>(),
+                        prec.data_ptr<T_>(), keep_p, mem_ptrs, link_ptrs, d, lay);
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+          const int64_t i = t - t0;
+          const T_* grp = gr.data_ptr<T_>() + t * B * RW;
+          const T_* ghp = gh.data_ptr<T_>() + t * B * H;
+          T_* dxp = dXi.data_ptr<T_>() + t * B * d.I;
+          const T_* xip = xis.data_ptr<T_>() + t * B * d.I;
+          const T_* Mprev = mem_ptrs[i];
+          const T_* Mt = mem_ptrs[i + 1];
+          const T_* Lprev = link_ptrs[i];
+          const T_* Lt = link_ptrs[i + 1];
           for (int64_t b = b0; b < b1; ++b) {
             // dL/dr_t and dL/dh_t: the output layer's share plus the next step's input.
             T_* drb = drp + b * RW;
@@ -1164,17 +1195,14 @@ std::vector<torch::Tensor> fused_backward(
                             dxp + b * d.I, ws);
             std::fill(drb, drb + RW, T_(0));
           }
-        });
-        // h_t feeds the interface layer.
-        dh.addmm_(dXi[t], w_xi);
-        // Controller backward: clipping, LSTM cell.
-        T_* dcp = dc.data_ptr<T_>();
-        T_* dzp = dZ.data_ptr<T_>() + t * B * G;
-        const T_* gp = gates.data_ptr<T_>() + t * B * G;
-        const T_* craw = cell_raw.data_ptr<T_>() + t * B * H;
-        const T_* tanh_c = tanh_cell.data_ptr<T_>() + t * B * H;
-        const T_* cprev = cell.data_ptr<T_>() + t * B * H;
-        at::parallel_for(0, B, gate_grain, [&](int64_t b0, int64_t b1) {
+          // h_t feeds the interface layer.
+          dh_s.addmm_(dXi[t].narrow(0, b0, n), w_xi);
+          // Controller backward: clipping, LSTM cell.
+          T_* dzp = dZ.data_ptr<T_>() + t * B * G;
+          const T_* gp = gates.data_ptr<T_>() + t * B * G;
+          const T_* craw = cell_raw.data_ptr<T_>() + t * B * H;
+          const T_* tanh_c = tanh_cell.data_ptr<T_>() + t * B * H;
+          const T_* cprev = cell.data_ptr<T_>() + t * B * H;
           for (int64_t b = b0; b < b1; ++b) {
             const bool on = keep_p == nullptr || keep_p[b * T + t];
             if (!on) continue;  // h, c carried: dh, dc pass through
@@ -1203,13 +1231,13 @@ _Pragma("omp simd")
               dhb[j] = 0;
             }
           }
-        });
-        // [r_{t-1}; h_{t-1}] fed the gates; added to dr, dh at the next iteration.
-        at::mm_out(dinp, dZ[t], w_cat);
+          // [r_{t-1}; h_{t-1}] fed the gates; added to dr, dh at the next iteration.
+          at::mm_out(dinp_s, dZ[t].narrow(0, b0, n), w_cat);
+        }
       }
-      for (auto& slot : mem_slots) pool_M.push_back(slot);
-      for (auto& slot : link_slots) pool_L.push_back(slot);
-    }
+    });
+    boundaries->memory.clear();
+    boundaries->link.clear();
     dr.add_(dinp.narrow(1, 0, RW).reshape({B, R, W}));
     dh.add_(dinp.narrow(1, RW, H));
   });
