@@ -40,8 +40,14 @@ EXPERIMENTS: dict[str, str] = {
     "pretrained-copy": "copy --preset quick --seed=0 --threads=1",
     "pretrained-repeat_copy": "repeat_copy --preset full --seed=0 --threads=1",
     "pretrained-associative_recall": "associative_recall --preset full --seed=0 --threads=1",
-    "traversal-quick": "traversal --preset quick --seed=0",
-    "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0",
+    "traversal-quick": "traversal --preset quick --seed=0 --threads=1",
+    "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0 --threads=1",
+    "shortest_path-quick": "shortest_path --preset quick --seed=0 --threads=1",
+    "inference-quick": "inference --preset quick --seed=0 --threads=1",
+    # Mini-SHRDLU, DNC against an LSTM of about the same parameter count.
+    **{f"shrdlu-quick-{s}": f"shrdlu --preset quick --seed={s} --threads=1" for s in range(3)},
+    **{f"shrdlu-quick-lstm-{s}": f"shrdlu --preset quick --model=lstm --seed={s} --threads=1"
+       for s in range(3)},
 }
 
 

@@ -26,7 +26,7 @@ SETTINGS = {
     "copy": ("quick", {"memory_size": "64"}),
     "associative_recall": ("full", {
         "memory_size": "64", "hidden_size": "64", "word_size": "16", "num_reads": "2",
-        "optimizer": "adam", "lr": "3e-3", "batch_size": "16", "iterations": "4000",
+        "optimizer": "adam", "lr": "3e-3", "batch_size": "16", "iterations": "20000",
         "eval_interval": "100", "eval_batches": "4", "curriculum_threshold": "1.0",
         "solved_threshold": "0.05", "checkpoint_interval": "500"}),
 }

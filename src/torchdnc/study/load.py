@@ -34,6 +34,7 @@ TASKS = {
 MULTIPLES = (0.25, 0.5, 1, 2, 4)
 ITEMS = {"copy": (5, 10, 20, 40, 80), "associative_recall": (2, 4, 6, 8, 12, 16)}
 HIDDEN = (16, 32, 64, 128, 256)
+HIDDEN_TASKS = ("copy",)  # the controller-size sweep (30 trainings a task) on copy only
 SUPER = 10  # the super-LSTM's parameters, in multiples of the DNC's
 
 
@@ -122,7 +123,8 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2,
                         results["memory_size"].append(dict(task=task, seed=seed, memory_size=n,
                                                            items=k, **_pick(m)))
         fixed = TASKS[task]["train_items"]
-        for name, path in train_all(hidden_runs(task, seeds, quick), out / "runs", jobs).items():
+        swept = hidden_runs(task, seeds, quick) if task in HIDDEN_TASKS else []
+        for name, path in train_all(swept, out / "runs", jobs).items():
             _, task_object, model = load(path)
             kind, hidden = name.split("-")[1], int(name.split("-h")[1].split("-")[0])
             seed = int(name.rsplit("-s", 1)[1])

@@ -235,10 +235,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 2, "curriculum_threshold": 0.1, "iterations": 1000000,
             "eval_interval": 1000, "eval_batches": 50,
         },
+        # The first lessons on 2 cores. The quick presets keep a one-layer controller:
+        # the fused kernel runs it about 4x faster than the plain path runs the
+        # paper's deep one (12.5 against 3.2 iterations/s on shortest path lesson 1).
         "quick": {
             "task.lessons": 4, "dnc.hidden_size": 128, "dnc.memory_size": 48,
             "dnc.word_size": 32, "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3,
-            "batch_size": 16, "iterations": 30000, "eval_interval": 250, "eval_batches": 8,
+            "batch_size": 16, "iterations": 60000, "eval_interval": 250, "eval_batches": 8,
             "curriculum_threshold": 0.1,
         },
     },
@@ -250,6 +253,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 1, "curriculum_threshold": 0.2, "iterations": 1000000,
             "eval_interval": 2000, "eval_batches": 50,
         },
+        "quick": {
+            "task.lessons": 4, "dnc.hidden_size": 128, "dnc.memory_size": 48,
+            "dnc.word_size": 32, "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3,
+            "batch_size": 16, "iterations": 40000, "eval_interval": 250, "eval_batches": 8,
+            "curriculum_threshold": 0.2,
+        },
     },
     "inference": {
         "default": {"curriculum_threshold": 0.1, "eval_interval": 100},
@@ -258,6 +267,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "dnc.word_size": 50, "dnc.num_reads": 5, "optimizer": "rmsprop", "lr": 1e-5,
             "batch_size": 32, "curriculum_threshold": 0.1, "iterations": 1000000,
             "eval_interval": 1000, "eval_batches": 10,
+        },
+        "quick": {
+            "task.lessons": 4, "dnc.hidden_size": 128, "dnc.memory_size": 48,
+            "dnc.word_size": 32, "dnc.num_reads": 2, "optimizer": "adam", "lr": 1e-3,
+            "batch_size": 16, "iterations": 40000, "eval_interval": 250, "eval_batches": 8,
+            "curriculum_threshold": 0.1,
         },
     },
     # Mini-SHRDLU (Methods, Extended Data Tables 2 and 6): 2 x 250 LSTM, N 32 x W 100,
