@@ -351,3 +351,27 @@ def test_gpu_check_script_runs_in_dry_run_mode(tmp_path):
         assert f"| a T=4 | {kind} |" in table
     assert "error" not in table
     assert "[100%]" in (tmp_path / "tests.log").read_text()  # pytest failing fails the script
+
+
+@needs_fused
+def test_inference_sees_weights_changed_in_place_and_replaced():
+    # Without gradients the kernel's concatenated weights are kept between calls;
+    # an optimizer step (in place), load_state_dict and .to() must all show.
+    model = DNC(**BASE, num_reads=2, implementation="fused").double()
+    x = torch.randn(2, 4, BASE["input_size"], dtype=torch.float64)
+
+    def agrees():
+        plain = DNC(**BASE, num_reads=2, implementation="plain").double()
+        plain.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=1e-10, atol=1e-10)
+
+    agrees()
+    with torch.no_grad():
+        model.controller.rnn.weight_hh_l0.add_(0.1)
+        model.controller.rnn.weight_ih_l0.mul_(0.9)
+    agrees()
+    model.load_state_dict({k: v + 0.01 for k, v in model.state_dict().items()})
+    agrees()
+    model.float().double()
+    agrees()

@@ -187,15 +187,11 @@ class DNC(RecurrentMemoryModel):
 
     def _whole_sequence(self, x: Tensor, projected: Tensor, state: DNCState, keep: Tensor | None):
         c = self.config
-        if c.implementation not in ("auto", "fused") or c.controller != "lstm" or c.num_layers != 1 \
-                or c.variant_options():
+        if not self._kernel_applies() or x.device.type != "cpu" \
+                or x.dtype not in (torch.float32, torch.float64) or not fused.available():
             return None
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) \
-                or c.num_reads > fused.MAX_READS or not fused.available():
-            return None
-        rnn = self.controller.rnn
-        w_cat = torch.cat([rnn.weight_ih_l0[:, c.input_size:], rnn.weight_hh_l0], dim=1)
-        projected = projected + rnn.bias_hh_l0
+        w_cat, bias = self._kernel_weights()
+        projected = projected + bias
         controller, access, reads = state
         chunk = c.backward_chunk or fused.auto_chunk(
             projected.shape[1], projected.shape[0], c.num_writes, access.memory.shape[1],
@@ -211,6 +207,29 @@ class DNC(RecurrentMemoryModel):
         new_state = DNCState(LSTMState(h.unsqueeze(1), cell.unsqueeze(1)), MemoryState(*memory),
                              read_sequence[:, -1])
         return hidden, read_sequence, new_state
+
+
+    def _kernel_applies(self) -> bool:
+        """Whether this configuration runs on the fused kernel (on a CPU, in float)."""
+        c = self.config
+        return c.implementation in ("auto", "fused") and c.controller == "lstm" \
+            and c.num_layers == 1 and c.num_reads <= fused.MAX_READS and not c.variant_options()
+
+    def _kernel_weights(self) -> tuple[Tensor, Tensor]:
+        """(w_cat = [W_ih[:, input:], W_hh], b_hh) as the kernel takes them. Without
+        gradients the concatenation is kept until a weight changes (each in-place
+        update bumps its version), so that `step` in a loop does not redo it."""
+        rnn = self.controller.rnn
+        weights = (rnn.weight_ih_l0, rnn.weight_hh_l0)
+        if torch.is_grad_enabled():
+            return torch.cat([weights[0][:, self.config.input_size:], weights[1]], 1), rnn.bias_hh_l0
+        key = tuple((w.data_ptr(), w._version) for w in weights)
+        cached = self.__dict__.get("_kernel_cache")
+        if cached is None or cached[0] != key:
+            w_cat = torch.cat([weights[0][:, self.config.input_size:], weights[1]], 1)
+            cached = (key, w_cat)
+            self.__dict__["_kernel_cache"] = cached
+        return cached[1], rnn.bias_hh_l0
 
 
 def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,

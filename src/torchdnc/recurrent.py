@@ -319,7 +319,7 @@ class RecurrentMemoryModel(nn.Module):
 
     @property
     def _bidirectional(self) -> bool:
-        return hasattr(self, "backward_controller")
+        return "backward_controller" in self._modules
 
     def _sequence(self, x: Tensor, state, keep: Tensor | None, trace: bool):
         """(y, new state, per-step trace records) for batch-first ``x`` from ``state``."""
