@@ -375,3 +375,50 @@ def test_inference_sees_weights_changed_in_place_and_replaced():
     agrees()
     model.float().double()
     agrees()
+
+
+@needs_fused
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_equals_plain_whatever_the_kernel_threads(threads, monkeypatch):
+    # Each kernel thread takes a slice of the batch through the whole sequence
+    # (forward, recompute and backward): uneven slices, padding and several
+    # recompute chunks must not change a number.
+    monkeypatch.setattr(fused, "STORE_ALL_BYTES", 0)
+    previous = fused.threads()
+    fused.set_threads(threads)
+    try:
+        plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=2.0,
+                            hidden_size=40, memory_size=12, word_size=8)
+        x = torch.randn(7, 17, 5, dtype=torch.float64, requires_grad=True)
+        _check(plain, fast, x, mask=torch.rand(7, 17) > 0.2)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(x.detach())[0], plain(x.detach())[0], rtol=1e-10,
+                                       atol=1e-10)
+    finally:
+        fused.set_threads(previous)
+
+
+def test_kernel_threads_are_checked():
+    with pytest.raises(ValueError, match="threads: expected an integer >= 0, got -1"):
+        fused.set_threads(-1)
+
+
+@needs_fused
+def test_training_gives_the_kernel_the_threads_and_restores_them(tmp_path, monkeypatch):
+    from torchdnc.training import resolve_config, train
+
+    seen = []
+    original = fused._kernel_forward
+
+    def spy(*args, **kwargs):
+        seen.append((fused.threads(), torch.get_num_threads()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "_kernel_forward", spy)
+    before = (torch.get_num_threads(), fused._THREADS)
+    config = resolve_config("copy", "quick", {"iterations": 2, "eval_interval": 2,
+                                              "eval_batches": 1, "threads": 2,
+                                              "progress": False})
+    train(config, tmp_path / "run")
+    assert seen and all(s == (2, 1) for s in seen)  # kernel 2 threads, torch's ops 1
+    assert (torch.get_num_threads(), fused._THREADS) == before

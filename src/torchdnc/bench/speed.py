@@ -4,6 +4,11 @@ Every (configuration, implementation) pair runs in a fresh subprocess, so that
 its peak resident memory (RSS on CPU, max allocated on GPU) is its own. Times
 are medians over ``repeats`` runs after two warm-up runs (which include any
 one-off compilation; its time is reported separately as ``first_call_s``).
+Each implementation runs as torchdnc trains with it: the fused kernel gets the
+threads and torch's ops around it one (`torchdnc.kernels.fused.take_threads`);
+everything else runs with torch's threads. ``--neighbour`` measures beside a
+CPU-bound single-threaded process; the ``step loop`` column is `DNC.step` called
+once per time step without gradients (reinforcement learning, decoding).
 
 Baselines in the same run: ``lstmcell`` (an `nn.LSTMCell` of the controller's
 size stepped in Python, plus a linear read-out), ``lstm`` (the fused
@@ -104,11 +109,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    if spec.get("kernel_threads"):
+        from torchdnc.kernels import fused
+
+        fused.set_threads(spec["kernel_threads"])
     device = torch.device(spec.get("device", "cpu"))
     cuda = device.type == "cuda"
     c = dict(spec["config"])
     torch.manual_seed(0)
     model, run = _build(spec["implementation"], c, device)
+    if spec["implementation"] in ("fused", "auto") and device.type == "cpu" \
+            and not spec.get("kernel_threads"):
+        from torchdnc.kernels import fused
+
+        fused.take_threads()  # as the training loop runs a model on the kernel
     x = torch.randint(0, 2, (c["batch"], c["steps"], c["inputs"]), device=device).float()
     target = torch.randint(0, 2, (c["batch"], c["steps"], c["outputs"]), device=device).float()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -232,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=0, help="override the batch size")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs each (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--kernel-threads", type=int, default=0,
+                        help="fused kernel threads (default: as torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -271,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "pypi-dnc" and config["inputs"] != config["outputs"]:
                     continue
                 jobs.append({"name": label, "config": config, "implementation": kind,
-                             "repeats": args.repeats, "threads": args.threads, "device": args.device})
+                             "repeats": args.repeats, "threads": args.threads,
+                             "kernel_threads": args.kernel_threads, "device": args.device})
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) \
         if args.neighbour else None
     try:

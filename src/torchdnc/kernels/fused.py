@@ -122,6 +122,36 @@ def load_extension(verbose: bool = False):
     return _EXTENSION
 
 
+_THREADS = 0
+
+
+def set_threads(count: int) -> None:
+    """Threads of the fused kernel (0, the default: ``torch.get_num_threads()``).
+
+    Each thread carries its own slice of the batch through the whole sequence,
+    so the kernel meets no barrier per time step. The training loop gives the
+    kernel every thread it was given and keeps torch's small ops around it on
+    one (`torchdnc.training`), so that a busy neighbour on the cores slows a run
+    down in proportion instead of stalling it at every barrier.
+    """
+    global _THREADS
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"threads: expected an integer >= 0, got {count!r}")
+    _THREADS = count
+
+
+def take_threads() -> None:
+    """Give the kernel torch's intra-op threads and leave torch's own ops one
+    (what the training loop does for a model on the kernel; see `set_threads`)."""
+    set_threads(torch.get_num_threads())
+    torch.set_num_threads(1)
+
+
+def threads() -> int:
+    """The fused kernel's thread count now (see `set_threads`)."""
+    return _THREADS or torch.get_num_threads()
+
+
 def available() -> bool:
     return load_extension() is not None
 
@@ -178,7 +208,7 @@ class FusedRecurrence(torch.autograd.Function):
             _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True)
         ext = load_extension()
         result = ext.backward(per_step, boundaries, inputs[1].contiguous(), inputs[2].contiguous(),
-                              grads[0], grads[1], grads[2:], clip, oneplus, chunk)
+                              grads[0], grads[1], grads[2:], clip, oneplus, chunk, threads())
         del per_step, boundaries
         return (*result, None, None, None, None, None)
 
@@ -188,7 +218,7 @@ def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool)
     projected, w_cat, w_xi, b_xi, h0, c0, r0 = (t.contiguous() for t in inputs[:7])
     memory_state, keep = inputs[7:13], inputs[13]
     return ext.forward(projected, w_cat, w_xi, b_xi, h0, c0, r0, *memory_state, keep, clip,
-                       oneplus, chunk, store)
+                       oneplus, chunk, store, threads())
 
 
 def _recomputed_gradients(reference, inputs, grads):

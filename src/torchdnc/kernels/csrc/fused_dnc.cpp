@@ -10,6 +10,9 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <exception>
 
 #include <algorithm>
 #include <cmath>
@@ -55,6 +58,43 @@ inline int64_t slice_grain(const Dims& d) {
   const int64_t step = d.N * (d.W + d.R + d.K) + d.K * d.N * d.N * (1 + d.R) +
                        d.G * (d.R * d.W + d.H) + d.I * d.H;
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(step * d.T, 1));
+}
+
+// Runs body(b0, b1) once per thread, each thread over its own contiguous slice
+// of the batch [0, B), on up to `threads` OpenMP threads (at least `grain`
+// elements each): one fork and one join per call, no barrier per time step.
+// The kernel takes its thread count from the caller rather than from torch's
+// intra-op setting, so that a training can keep the small ops around the kernel
+// on one thread (no barriers there for a busy neighbour to stall) while the
+// recurrence uses every core. (Measured: more, smaller slices taken dynamically
+// cost more in per-slice overhead than they win back under contention.) Grad
+// mode and inference mode are per thread: the workers take the caller's.
+template <typename F>
+void for_slices(int64_t B, int64_t grain, int64_t threads, const F& body) {
+  const int64_t team = std::max<int64_t>(1, std::min({threads, B / std::max<int64_t>(grain, 1), B}));
+  if (team == 1 || omp_in_parallel()) {
+    body(0, B);
+    return;
+  }
+  const bool inference = c10::InferenceMode::is_enabled();
+  std::exception_ptr error;
+#pragma omp parallel num_threads(team)
+  {
+    c10::InferenceMode inference_guard(inference);
+    at::NoGradGuard no_grad;
+    const int64_t count = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t chunk = (B + count - 1) / count;
+    const int64_t b0 = std::min(B, id * chunk), b1 = std::min(B, b0 + chunk);
+    if (b0 < b1) {
+      try {
+        body(b0, b1);
+      } catch (...) {
+#pragma omp critical
+        error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
@@ -551,7 +591,7 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor h0, torch::Tensor c0, torch::Tensor r0,  // [B,H], [B,H], [B,R,W]
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
-    double clip, bool oneplus, int64_t chunk, bool store) {
+    double clip, bool oneplus, int64_t chunk, bool store, int64_t threads) {
   check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
@@ -626,8 +666,7 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     // Each thread carries its own slice of the batch through the whole sequence
     // (controller products on the slice included): no barrier per time step, so
     // a busy neighbour on the cores slows the pass down in proportion only.
-    at::parallel_for(0, B, slice_grain(d), [&](int64_t b0, int64_t b1) {
-      at::NoGradGuard no_grad;  // grad mode is per thread; the products here are plain buffers
+    for_slices(B, slice_grain(d), threads, [&](int64_t b0, int64_t b1) {
       const int64_t n = b1 - b0;
       Workspace<T_> ws;
       auto zs = z.narrow(0, b0, n);
@@ -1089,7 +1128,7 @@ std::vector<torch::Tensor> fused_backward(
     std::vector<torch::Tensor> saved, std::shared_ptr<Boundaries> boundaries, torch::Tensor w_cat, torch::Tensor w_xi,
     torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
     std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
-    double clip, bool oneplus, int64_t chunk) {
+    double clip, bool oneplus, int64_t chunk, int64_t threads) {
   auto hidden = saved[0], cell = saved[1], cell_raw = saved[2], gates = saved[3], xis = saved[4],
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
@@ -1158,8 +1197,7 @@ std::vector<torch::Tensor> fused_backward(
     T_* dpp = dp.data_ptr<T_>(); T_* dwrp = dwr.data_ptr<T_>(); T_* dwwp = dww.data_ptr<T_>();
     // As in the forward: each thread takes its slice of the batch through every
     // chunk and step, last to first, without waiting for the others.
-    at::parallel_for(0, B, slice_grain(d), [&](int64_t b0, int64_t b1) {
-      at::NoGradGuard no_grad;  // grad mode is per thread; the products here are plain buffers
+    for_slices(B, slice_grain(d), threads, [&](int64_t b0, int64_t b1) {
       const int64_t n = b1 - b0;
       Workspace<T_> ws;
       auto dh_s = dh.narrow(0, b0, n);
