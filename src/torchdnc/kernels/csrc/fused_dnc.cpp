@@ -73,6 +73,7 @@ template <typename F>
 void for_slices(int64_t B, int64_t grain, int64_t threads, const F& body) {
   const int64_t team = std::max<int64_t>(1, std::min({threads, B / std::max<int64_t>(grain, 1), B}));
   if (team == 1 || omp_in_parallel()) {
+    at::NoGradGuard no_grad;
     body(0, B);
     return;
   }
