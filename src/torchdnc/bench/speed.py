@@ -56,7 +56,8 @@ def _build(kind: str, c: dict[str, int], device):
     if kind in IMPLEMENTATIONS:
         model = DNC(input_size=c["inputs"], output_size=c["outputs"], hidden_size=c["hidden_size"],
                     memory_size=c["memory_size"], word_size=c["word_size"],
-                    num_reads=c["num_reads"], num_writes=c["num_writes"], implementation=kind)
+                    num_reads=c["num_reads"], num_writes=c["num_writes"], implementation=kind,
+                    **c.get("variant_options", {}))
         model = model.to(device)
         run = lambda x: model(x)[0]  # noqa: E731
 
@@ -118,7 +119,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     c = dict(spec["config"])
     torch.manual_seed(0)
     model, run = _build(spec["implementation"], c, device)
-    if spec["implementation"] in ("fused", "auto") and device.type == "cpu" \
+    if device.type == "cpu" and getattr(model, "_kernel_applies", lambda: False)() \
             and not spec.get("kernel_threads"):
         from torchdnc.kernels import fused
 
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=0, help="override the batch size")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs each (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--variant", default="dnc",
+                        help="DNC variant for the torchdnc rows (dnc, dnc-md, dnc-mds, rsdnc, ...)")
     parser.add_argument("--kernel-threads", type=int, default=0,
                         help="fused kernel threads (default: as torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -258,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))), flush=True)
         return 0
+    from torchdnc.training.config import VARIANTS
+
+    if args.variant not in VARIANTS or args.variant == "bi-rsdnc":
+        parser.error(f"--variant: expected one of {[v for v in VARIANTS if v != 'bi-rsdnc']}, "
+                     f"got {args.variant!r} (bi-rsdnc has no step mode)")
     names = [n for n in args.configs.split(",") if n]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -283,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.batch:
                 config["batch"] = args.batch
             label = name if steps is None else f"{name} T={steps}"
+            if args.variant != "dnc":
+                config["variant_options"] = VARIANTS[args.variant]
+                label += f" {args.variant}"
             for kind in kinds + baselines:
                 if kind == "pypi-dnc" and config["inputs"] != config["outputs"]:
                     continue
