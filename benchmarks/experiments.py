@@ -116,6 +116,29 @@ def table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def babi_table(names: list[str]) -> str:
+    """Per-task test error of several bAbI runs side by side, beside the paper's."""
+    reports = {}
+    for name in names:
+        path = RUNS / name / "eval.json"
+        reports[name] = json.loads(path.read_text())["per_task"] if path.exists() else None
+    head = "| task | " + " | ".join(f"{n} (%)" for n in names) + " | paper DNC1 (%) | paper LSTM (%) |"
+    lines = [head, "|---|" + "---:|" * len(names) + "---:|---:|"]
+    rows = next((r["rows"] for r in reports.values() if r), [])
+    for i, row in enumerate(rows):
+        cells = [f"{r['rows'][i]['error_percent']:.1f}" if r else "not run" for r in reports.values()]
+        lstm = "n/a" if row["paper_lstm_mean"] is None else \
+            f"{row['paper_lstm_mean']} ± {row['paper_lstm_sd']}"
+        note = " †" if row.get("note") else ""
+        lines.append(f"| {row['task']}: {row['name']}{note} | " + " | ".join(cells) +
+                     f" | {row['paper_dnc1_mean']} ± {row['paper_dnc1_sd']} | {lstm} |")
+    means = [f"{r['mean_error_percent']:.1f}" if r else "" for r in reports.values()]
+    failed = [str(r["failed"]) if r else "" for r in reports.values()]
+    lines.append("| mean error | " + " | ".join(means) + " | 16.7 ± 7.6 | 27.3 ± 0.8 |")
+    lines.append("| failed tasks (error > 5%) | " + " | ".join(failed) + " | 11.2 ± 5.4 | 17.1 ± 1.0 |")
+    return "\n".join(lines)
+
+
 def lessons(name: str) -> str:
     """Curriculum progress of one run from its validation records: per lesson,
     the evaluations made there, the best and last validation result, and the step
@@ -159,6 +182,8 @@ def main() -> int:
     table_parser.add_argument("names", nargs="*")
     lessons_parser = sub.add_parser("lessons", help="print a run's curriculum progress")
     lessons_parser.add_argument("names", nargs="*")
+    babi_parser = sub.add_parser("babi", help="per-task bAbI table of several runs")
+    babi_parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     names = args.names or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -174,6 +199,8 @@ def main() -> int:
         run(names, args.force)
     elif args.action == "lessons":
         print("\n\n".join(lessons(name) for name in names))
+    elif args.action == "babi":
+        print(babi_table(names))
     else:
         print(table(names))
     return 0

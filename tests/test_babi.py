@@ -22,7 +22,7 @@ from torchdnc import DNC
 from torchdnc.data.babi import (ANSWER_TOKEN, BabiFallbackWarning, Vocabulary, data_dir_candidates,
                                 encode_story, parse_file, parse_lines, resolve_data_dir, task_file,
                                 training_file)
-from torchdnc.tasks.babi import BabiTask, parse_task_selection
+from torchdnc.tasks.babi import PLACES, BabiTask, parse_task_selection
 from torchdnc.evaluation.babi import (PAPER_DNC1, PAPER_LSTM, BabiReport, TaskScore,
                                       evaluate_per_task)
 from torchdnc.tasks import evaluate
@@ -385,6 +385,19 @@ def test_augment_renames_people_and_places_consistently_across_story_and_answers
                        next(plain.validation_batches(2, torch.Generator(), split="test")).inputs)
     with pytest.raises(ValueError, match="babi.augment"):
         BabiTask(augment="yes")
+
+
+def test_augment_keeps_the_places_of_task_20_whose_answers_depend_on_them():
+    # Task 20: a hungry person goes to the kitchen, a tired one to the bedroom.
+    # Renamed places would teach a different rule in every story.
+    task = BabiTask(tasks="1,20", data_dir=str(real_root()), augment=True)
+    words = task.vocabulary.words
+
+    def renamed(babi_task):
+        return {words[i] for ids in task.interchangeable_ids()[babi_task] for i in ids.tolist()}
+
+    assert not renamed(20) & set(PLACES) and renamed(20)  # its people still are
+    assert {"kitchen", "garden"} <= renamed(1)
 
 
 def test_options_are_checked_without_reading_data():
