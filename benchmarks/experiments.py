@@ -139,6 +139,42 @@ def babi_table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def grid(groups: dict[str, list[str]], metric: str) -> str:
+    """One metric of `torchdnc eval` per setting (training memory size), mean ± s.d.
+    over the runs of each group (e.g. seeds of one model)."""
+    import statistics
+
+    values: dict[str, dict[str, list[float]]] = {}
+    settings: list[str] = []
+    for group, names in groups.items():
+        for name in names:
+            path = RUNS / name / "eval.json"
+            if not path.exists():
+                continue
+            report = json.loads(path.read_text())
+            first_size = report["rows"][0]["memory_size"]
+            for row in report["rows"]:
+                if row["memory_size"] not in (None, first_size):
+                    continue  # the memory sizes of a DNC beyond training: not this table
+                setting = row["setting"].split(" (")[0]
+                if setting not in settings:
+                    settings.append(setting)
+                values.setdefault(group, {}).setdefault(setting, []).append(row[metric])
+
+    def cell(found: list[float]) -> str:
+        if not found:
+            return "not run"
+        spread = statistics.stdev(found) if len(found) > 1 else 0.0
+        return f"{statistics.mean(found):.2f} ± {spread:.2f} ({len(found)})"
+
+    lines = [f"| setting | " + " | ".join(f"{g}: {metric} (runs)" for g in groups) + " |",
+             "|---|" + "---|" * len(groups)]
+    for setting in settings:
+        lines.append(f"| {setting} | " + " | ".join(cell(values.get(g, {}).get(setting, []))
+                                                 for g in groups) + " |")
+    return "\n".join(lines)
+
+
 def lessons(name: str) -> str:
     """Curriculum progress of one run from its validation records: per lesson,
     the evaluations made there, the best and last validation result, and the step
@@ -184,9 +220,15 @@ def main() -> int:
     lessons_parser.add_argument("names", nargs="*")
     babi_parser = sub.add_parser("babi", help="per-task bAbI table of several runs")
     babi_parser.add_argument("names", nargs="*")
+    grid_parser = sub.add_parser("grid", help="a metric per evaluation setting, mean over "
+                                              "runs: GROUP=RUN,RUN,... per column")
+    grid_parser.add_argument("names", nargs="*", metavar="GROUP=RUNS")
+    grid_parser.add_argument("--metric", default="success")
     args = parser.parse_args()
     names = args.names or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
+    if args.action in ("babi", "grid"):
+        unknown = []
     if args.action == "lessons":  # any run directory under runs/ will do
         missing = [str(RUNS / n / "metrics.jsonl") for n in names
                    if not (RUNS / n / "metrics.jsonl").exists()]
@@ -201,6 +243,9 @@ def main() -> int:
         print("\n\n".join(lessons(name) for name in names))
     elif args.action == "babi":
         print(babi_table(names))
+    elif args.action == "grid":
+        print(grid({g: runs.split(",") for g, runs in (n.split("=", 1) for n in names)},
+                   args.metric))
     else:
         print(table(names))
     return 0
