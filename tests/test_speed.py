@@ -355,8 +355,8 @@ def test_gpu_check_script_runs_in_dry_run_mode(tmp_path):
 
 @needs_fused
 def test_inference_sees_weights_changed_in_place_and_replaced():
-    # Without gradients the kernel's concatenated weights are kept between calls;
-    # an optimizer step (in place), load_state_dict and .to() must all show.
+    # An optimizer step (in place), a change through .data, load_state_dict and
+    # .to() must all show in the next forward without gradients.
     model = DNC(**BASE, num_reads=2, implementation="fused").double()
     x = torch.randn(2, 4, BASE["input_size"], dtype=torch.float64)
 
@@ -370,6 +370,8 @@ def test_inference_sees_weights_changed_in_place_and_replaced():
     with torch.no_grad():
         model.controller.rnn.weight_hh_l0.add_(0.1)
         model.controller.rnn.weight_ih_l0.mul_(0.9)
+    agrees()
+    model.controller.rnn.weight_hh_l0.data.mul_(1.1)  # no version bump through .data
     agrees()
     model.load_state_dict({k: v + 0.01 for k, v in model.state_dict().items()})
     agrees()
@@ -422,3 +424,13 @@ def test_training_gives_the_kernel_the_threads_and_restores_them(tmp_path, monke
     train(config, tmp_path / "run")
     assert seen and all(s == (2, 1) for s in seen)  # kernel 2 threads, torch's ops 1
     assert (torch.get_num_threads(), fused._THREADS) == before
+
+
+@needs_fused
+@pytest.mark.parametrize("held", [dict(fixed_free_gates=0.0), dict(fixed_allocation_gates=0.0),
+                                  dict(fixed_free_gates=1.0, fixed_allocation_gates=0.5)])
+def test_fused_runs_the_held_gate_ablations_as_plain(held):
+    plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=2.0, **held)
+    assert fast._kernel_applies()
+    x = torch.randn(3, 9, 5, dtype=torch.float64, requires_grad=True)
+    _check(plain, fast, x, mask=torch.rand(3, 9) > 0.2)

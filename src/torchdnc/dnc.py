@@ -112,13 +112,12 @@ class DNCConfig(fields.ConfigIO):
         return MemoryOptions(self.masking, self.deallocation, self.sharpness, self.temporal_links)
 
     def variant_options(self) -> list[str]:
-        """The options on that the fused kernel does not run (bypass dropout it does)."""
+        """The options that the fused kernel does not run (bypass dropout and held
+        free / allocation gates it does)."""
         return [name for name, on in (("masking", self.masking), ("deallocation", self.deallocation),
                                       ("sharpness", self.sharpness), ("layer_norm", self.layer_norm),
                                       ("temporal_links=False", not self.temporal_links),
-                                      ("bidirectional", self.bidirectional),
-                                      ("fixed_free_gates", self.fixed_free_gates != -1),
-                                      ("fixed_allocation_gates", self.fixed_allocation_gates != -1))
+                                      ("bidirectional", self.bidirectional))
                 if on]
 
 
@@ -201,9 +200,10 @@ class DNC(RecurrentMemoryModel):
                   controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
                   empty if keep is None else keep)
         oneplus = c.strength_activation == "oneplus"
+        fixed = (float(c.fixed_free_gates), float(c.fixed_allocation_gates))
         hidden, read_sequence, h, cell, *memory = fused.run(
             inputs, float(c.clip), oneplus, int(chunk),
-            lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus))
+            lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus, fixed), fixed)
         new_state = DNCState(LSTMState(h.unsqueeze(1), cell.unsqueeze(1)), MemoryState(*memory),
                              read_sequence[:, -1])
         return hidden, read_sequence, new_state
@@ -216,24 +216,17 @@ class DNC(RecurrentMemoryModel):
             and c.num_layers == 1 and c.num_reads <= fused.MAX_READS and not c.variant_options()
 
     def _kernel_weights(self) -> tuple[Tensor, Tensor]:
-        """(w_cat = [W_ih[:, input:], W_hh], b_hh) as the kernel takes them. Without
-        gradients the concatenation is kept until a weight changes (each in-place
-        update bumps its version), so that `step` in a loop does not redo it."""
+        """(w_cat = [W_ih[:, input:], W_hh], b_hh) as the kernel takes them. Made
+        afresh every call: a cache keyed on storage and version would miss
+        weights changed through ``.data``, and the concatenation is cheap."""
         rnn = self.controller.rnn
-        weights = (rnn.weight_ih_l0, rnn.weight_hh_l0)
-        if torch.is_grad_enabled():
-            return torch.cat([weights[0][:, self.config.input_size:], weights[1]], 1), rnn.bias_hh_l0
-        key = tuple((w.data_ptr(), w._version) for w in weights)
-        cached = self.__dict__.get("_kernel_cache")
-        if cached is None or cached[0] != key:
-            w_cat = torch.cat([weights[0][:, self.config.input_size:], weights[1]], 1)
-            cached = (key, w_cat)
-            self.__dict__["_kernel_cache"] = cached
-        return cached[1], rnn.bias_hh_l0
+        w_cat = torch.cat([rnn.weight_ih_l0[:, self.config.input_size:], rnn.weight_hh_l0], 1)
+        return w_cat, rnn.bias_hh_l0
 
 
 def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
-                     read_weights, write_weights, keep, clip: float, oneplus: bool):
+                     read_weights, write_weights, keep, clip: float, oneplus: bool,
+                     fixed: tuple[float, float] = (-1.0, -1.0)):
     """The fused kernel's recurrence (same inputs and outputs) with PyTorch ops,
     differentiable to any order: what gradients of gradients go through."""
     R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
@@ -245,6 +238,10 @@ def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, li
         gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
         new_hidden, new_cell = lstm_cell(gates, cell, clip)
         interface = parse_interface(F.linear(new_hidden, w_xi, b_xi), R, W, K, strength)
+        held = {name: torch.full_like(getattr(interface, name), value)
+                for name, value in zip(("free_gates", "allocation_gates"), fixed) if value != -1}
+        if held:
+            interface = interface._replace(**held)
         new_state, new_reads = memory_step(state, interface)
         on = keep[:, t] if keep.numel() else None
         hidden, cell, reads, state = carry_where(on, (new_hidden, new_cell, new_reads, new_state),

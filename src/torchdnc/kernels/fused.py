@@ -181,9 +181,9 @@ class FusedRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *args):
-        inputs, (clip, oneplus, chunk, reference) = args[:NUM_INPUTS], args[NUM_INPUTS:]
-        out, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True)
-        ctx.options = (clip, oneplus, chunk)
+        inputs, (clip, oneplus, chunk, reference, fixed) = args[:NUM_INPUTS], args[NUM_INPUTS:]
+        out, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, fixed=fixed)
+        ctx.options = (clip, oneplus, chunk, fixed)
         ctx.reference = reference
         ctx.save_for_backward(*inputs, *out[10:])
         ctx.boundaries = boundaries  # released chunk by chunk during backward
@@ -194,7 +194,7 @@ class FusedRecurrence(torch.autograd.Function):
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
         inputs, per_step = saved[:NUM_INPUTS], list(saved[NUM_INPUTS:])
-        clip, oneplus, chunk = ctx.options
+        clip, oneplus, chunk, fixed = ctx.options
         reference = per_step[0]
         shapes = [(*inputs[0].shape[:2], inputs[4].shape[1]), (*inputs[0].shape[:2], *inputs[6].shape[1:]),
                   inputs[4].shape, inputs[5].shape, *(t.shape for t in inputs[7:13])]
@@ -202,23 +202,25 @@ class FusedRecurrence(torch.autograd.Function):
                  for g, shape in zip(grads, shapes)]
         if torch.is_grad_enabled():  # create_graph=True: a graph for the gradient itself
             return (*_recomputed_gradients(ctx.reference, inputs, grads), None, None, None, None,
-                    None)
+                    None, None)
         boundaries, ctx.boundaries = ctx.boundaries, None
         if boundaries is None:  # a second backward through a retained graph
-            _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True)
+            _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, fixed=fixed)
         ext = load_extension()
         result = ext.backward(per_step, boundaries, inputs[1].contiguous(), inputs[2].contiguous(),
-                              grads[0], grads[1], grads[2:], clip, oneplus, chunk, threads())
+                              grads[0], grads[1], grads[2:], clip, oneplus, chunk, threads(),
+                              *fixed)
         del per_step, boundaries
-        return (*result, None, None, None, None, None)
+        return (*result, None, None, None, None, None, None)
 
 
-def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool):
+def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool,
+                    fixed: tuple[float, float] = (-1.0, -1.0)):
     ext = load_extension()
     projected, w_cat, w_xi, b_xi, h0, c0, r0 = (t.contiguous() for t in inputs[:7])
     memory_state, keep = inputs[7:13], inputs[13]
     return ext.forward(projected, w_cat, w_xi, b_xi, h0, c0, r0, *memory_state, keep, clip,
-                       oneplus, chunk, store, threads())
+                       oneplus, chunk, store, threads(), *fixed)
 
 
 def _recomputed_gradients(reference, inputs, grads):
@@ -232,7 +234,8 @@ def _recomputed_gradients(reference, inputs, grads):
     return [next(found) if d else None for d in differentiable]
 
 
-def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, reference):
+def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, reference,
+        fixed: tuple[float, float] = (-1.0, -1.0)):
     """The recurrence over the whole sequence.
 
     Args:
@@ -241,6 +244,8 @@ def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, refe
             (else softplus). chunk: recompute chunk (0: the triangular schedule).
         reference: ``reference(*inputs)`` gives the same outputs with PyTorch
             ops; used only for gradients of gradients.
+        fixed: (free gates, allocation gates) held at these values instead of
+            learned, -1 for learned (the running-out-of-memory ablations).
 
     Returns:
         (hidden [B, T, H], reads [B, T, R, W], h_T, c_T, and the six final
@@ -249,6 +254,6 @@ def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, refe
         for a backward.
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-        return FusedRecurrence.apply(*inputs, clip, oneplus, chunk, reference)
-    outputs, _ = _kernel_forward(inputs, clip, oneplus, chunk, store=False)
+        return FusedRecurrence.apply(*inputs, clip, oneplus, chunk, reference, fixed)
+    outputs, _ = _kernel_forward(inputs, clip, oneplus, chunk, store=False, fixed=fixed)
     return outputs

@@ -29,6 +29,9 @@ struct Dims {
   int64_t B, T, H, N, W, R, K, I, G, chunk;
   double clip;
   bool oneplus;
+  // Ablations (study of running out of memory): free / allocation gates held at
+  // this value instead of learned; -1 = learned.
+  double fixed_free = -1, fixed_allocation = -1;
   int64_t RW() const { return R * W; }
 };
 
@@ -135,9 +138,11 @@ template <typename T> struct Parsed {
       p[lay.write_strengths + k] = d.oneplus ? T(1) + softplus(x) : softplus(x);
     }
     for (int64_t i = 0; i < d.K * d.W; ++i) p[lay.erase + i] = sigmoid(xi[lay.erase + i]);
-    for (int64_t i = 0; i < d.R; ++i) p[lay.free_gates + i] = sigmoid(xi[lay.free_gates + i]);
+    for (int64_t i = 0; i < d.R; ++i)
+      p[lay.free_gates + i] = d.fixed_free >= 0 ? T(d.fixed_free) : sigmoid(xi[lay.free_gates + i]);
     for (int64_t i = 0; i < d.K; ++i) {
-      p[lay.allocation_gates + i] = sigmoid(xi[lay.allocation_gates + i]);
+      p[lay.allocation_gates + i] = d.fixed_allocation >= 0 ? T(d.fixed_allocation)
+                                                            : sigmoid(xi[lay.allocation_gates + i]);
       p[lay.write_gates + i] = sigmoid(xi[lay.write_gates + i]);
     }
     const int64_t M = 1 + 2 * d.K;
@@ -592,11 +597,12 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor h0, torch::Tensor c0, torch::Tensor r0,  // [B,H], [B,H], [B,R,W]
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
-    double clip, bool oneplus, int64_t chunk, bool store, int64_t threads) {
+    double clip, bool oneplus, int64_t chunk, bool store, int64_t threads, double fixed_free,
+    double fixed_allocation) {
   check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
-  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus};
+  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus, fixed_free, fixed_allocation};
   Layout lay(d);
   TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
   auto opts = projected.options();
@@ -1114,6 +1120,9 @@ _Pragma("omp simd")
   sigmoid_back(lay.erase, K * W);
   sigmoid_back(lay.free_gates, R);
   sigmoid_back(lay.allocation_gates, K);
+  if (d.fixed_free >= 0) std::fill(dxi + lay.free_gates, dxi + lay.free_gates + R, T(0));
+  if (d.fixed_allocation >= 0)
+    std::fill(dxi + lay.allocation_gates, dxi + lay.allocation_gates + K, T(0));
   sigmoid_back(lay.write_gates, K);
   for (int64_t r = 0; r < R; ++r) {
     const int64_t at = lay.read_modes + r * modes;
@@ -1129,7 +1138,8 @@ std::vector<torch::Tensor> fused_backward(
     std::vector<torch::Tensor> saved, std::shared_ptr<Boundaries> boundaries, torch::Tensor w_cat, torch::Tensor w_xi,
     torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
     std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
-    double clip, bool oneplus, int64_t chunk, int64_t threads) {
+    double clip, bool oneplus, int64_t chunk, int64_t threads, double fixed_free,
+    double fixed_allocation) {
   auto hidden = saved[0], cell = saved[1], cell_raw = saved[2], gates = saved[3], xis = saved[4],
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
@@ -1137,7 +1147,7 @@ std::vector<torch::Tensor> fused_backward(
        keep = saved[18], tanh_cell = saved[19];
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
   const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
-  Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus};
+  Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus, fixed_free, fixed_allocation};
   Layout lay(d);
   auto opts = gates.options();
   const bool masked = keep.numel() > 0;
