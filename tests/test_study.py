@@ -11,7 +11,7 @@ def test_every_part_runs_quick_and_writes_numbers_and_figures(tmp_path):
     assert main(["study", "all", "--quick", "--seeds", "1", "--jobs", "1",
                  "--out", str(tmp_path)]) == 0
     for part, files in {"load": ["load.csv", "hidden.json", "memory_size.csv", "load-copy.png",
-                                 "memory_size-copy.png", "hidden-associative_recall.png"],
+                                 "memory_size-copy.png", "hidden-copy.png"],
                         "retention": ["retention.csv", "retention.png"],
                         "overflow": ["overflow.json", "overload.csv", "overflow-lstm.png",
                                      "overflow-ablations.png"],
