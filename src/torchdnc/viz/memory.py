@@ -45,6 +45,7 @@ def memory_figure(trace, inputs: Tensor | None = None, outputs: Tensor | None = 
     outputs of unscored steps. Returns the matplotlib Figure.
     """
     plt = pyplot()
+    trace = type(trace)(*(t.detach().float() for t in trace))  # a trace made with gradients
     rows = []
     for label, image, ylabel in (("inputs", inputs, "input"), ("targets", targets, "bit"),
                                  ("outputs" + (" (scored steps)" if steps is not None else ""),
