@@ -38,7 +38,7 @@ EXPERIMENTS: dict[str, str] = {
     "babi-joint-lstm": "babi --preset joint --model=lstm --seed=0 --threads=1",
     # The models that come with the package (src/torchdnc/zoo, `torchdnc export`).
     "pretrained-copy": "copy --preset quick --seed=0 --threads=1",
-    "pretrained-repeat_copy": "repeat_copy --preset full --seed=0 --threads=1",
+    "pretrained-repeat_copy": "repeat_copy --preset full --iterations=100000 --seed=0 --threads=1",
     "pretrained-associative_recall": "associative_recall --preset full --seed=0 --threads=1",
     "traversal-quick": "traversal --preset quick --seed=0 --threads=1",
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0 --threads=1",
