@@ -51,8 +51,17 @@ EXPERIMENTS: dict[str, str] = {
 }
 
 
+# name -> a second stage, resumed from the first with these overrides (a lower lr).
+FINE_TUNE: dict[str, str] = {
+    "pretrained-repeat_copy": "--iterations=110000 --lr=1e-4",
+}
+
+
 def command(name: str) -> str:
-    return f"torchdnc train {EXPERIMENTS[name]} --out runs/{name}"
+    text = f"torchdnc train {EXPERIMENTS[name]} --out runs/{name}"
+    if name in FINE_TUNE:
+        text += f" && torchdnc train --resume runs/{name} {FINE_TUNE[name]}"
+    return text
 
 
 def run(names: list[str], force: bool) -> None:
@@ -65,6 +74,9 @@ def run(names: list[str], force: bool) -> None:
                  "--out", str(out), "--force", "--progress=false"]
         print("$", command(name), flush=True)
         subprocess.run(train, check=True)
+        if name in FINE_TUNE:
+            subprocess.run([sys.executable, "-m", "torchdnc", "train", "--resume", str(out),
+                            *shlex.split(FINE_TUNE[name]), "--progress=false"], check=True)
         subprocess.run([sys.executable, "-m", "torchdnc", "eval", str(out)], check=True)
 
 

@@ -46,6 +46,18 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_a_lower_learning_rate_uses_it(tmp_path):
+    # The optimizer's statistics come back from the checkpoint, its settings from the
+    # new config: a fine-tune at a tiny lr barely moves the weights (at 1e-3 they move).
+    train(tiny_config(iterations=4), tmp_path)
+    before = checkpoint.load(tmp_path)["model"]
+    train(tiny_config(iterations=8, lr=1e-12), tmp_path, resume=True)
+    after = checkpoint.load(tmp_path)
+    assert after["step"] == 8
+    assert max(float((after["model"][k] - before[k]).abs().max()) for k in before) < 1e-9
+    assert after["optimizer"]["param_groups"][0]["lr"] == 1e-12
+
+
 def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path):
     train(tiny_config(iterations=4, checkpoint_interval=2), tmp_path)
     payload = checkpoint.load(tmp_path)

@@ -232,7 +232,13 @@ def _loop(config: TrainConfig, run_dir: Path, ddp: Distributed, device: torch.de
         _truncate_metrics(run_dir, stored["step"], ddp)
         try:
             model.load_state_dict(stored["model"])
+            # The optimizer's running statistics come from the checkpoint, its settings
+            # (lr, momentum, ...) from this run's config: `--resume RUN --lr=1e-4` lowers lr.
+            settings = [{k: v for k, v in group.items() if k != "params"}
+                        for group in optimizer.param_groups]
             optimizer.load_state_dict(stored["optimizer"])
+            for group, chosen in zip(optimizer.param_groups, settings):
+                group.update(chosen)
         except (RuntimeError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()
             raise RunError(f"{checkpoint.find(run_dir)} does not fit this model "
