@@ -179,7 +179,7 @@ def grid(groups: dict[str, list[str]], metric: str) -> str:
         spread = statistics.stdev(found) if len(found) > 1 else 0.0
         return f"{statistics.mean(found):.2f} ± {spread:.2f} ({len(found)})"
 
-    lines = [f"| setting | " + " | ".join(f"{g}: {metric} (runs)" for g in groups) + " |",
+    lines = ["| setting | " + " | ".join(f"{g}: {metric} (runs)" for g in groups) + " |",
              "|---|" + "---|" * len(groups)]
     for setting in settings:
         lines.append(f"| {setting} | " + " | ".join(cell(values.get(g, {}).get(setting, []))
