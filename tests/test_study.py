@@ -19,6 +19,9 @@ def test_every_part_runs_quick_and_writes_numbers_and_figures(tmp_path):
         for name in files:
             assert (tmp_path / part / name).is_file(), (part, name)
         assert json.loads((tmp_path / part / "timing.json").read_text())["quick"]
+        if part != "cost":  # the learned parts summarise their seeds
+            summary = (tmp_path / part / "summary.md").read_text()
+            assert summary.startswith(f"Made by `torchdnc study {part}`") and " ± " in summary
     rows = json.loads((tmp_path / "load" / "load.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"dnc", "lstm", "superlstm"}
     assert {r["memory_multiple"] for r in rows if r["model"] == "dnc"} == {0.25, 0.5, 1, 2, 4}

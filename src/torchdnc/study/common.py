@@ -106,6 +106,32 @@ def write_rows(folder: Path, name: str, rows: list[dict[str, Any]],
     return paths
 
 
+def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...], values: tuple[str, ...],
+                  title: str) -> str:
+    """Markdown: one line per distinct ``by`` value (in order of first appearance),
+    each of ``values`` as mean ± s.d. over the rows that share it (seeds), and
+    how many rows that is."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
+    lines = [f"### {title}", "", "| " + " | ".join([*by, *values, "runs"]) + " |",
+             "|" + "---|" * (len(by) + len(values) + 1)]
+    for key, chosen in groups.items():
+        cells = ["" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in key]
+        for value in values:
+            mean, sd = spread([r[value] for r in chosen if r.get(value) is not None])
+            cells.append(f"{mean:.3f} ± {sd:.3f}")
+        lines.append("| " + " | ".join([*cells, str(len(chosen))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(folder: Path, command: str, tables: list[str]) -> Path:
+    """``summary.md``: the command that made the numbers, then ``tables``."""
+    path = folder / "summary.md"
+    path.write_text(f"Made by `{command}` (mean ± s.d. over seeds).\n\n" + "\n".join(tables))
+    return path
+
+
 def iterations_of(path: Path) -> int:
     ends = [r for r in read_metrics(path) if r["kind"] == "end"]
     return ends[-1]["step"] if ends else 0

@@ -19,7 +19,8 @@ from typing import Any
 
 from torchdnc.baselines import lstm_hidden_for_parameters
 from torchdnc.dnc import DNC
-from torchdnc.study.common import Run, load, score, spread, train_all, write_rows
+from torchdnc.study.common import (Run, load, score, spread, summary_table, train_all, write_rows,
+                                   write_summary)
 from torchdnc.viz.style import pyplot, save_figure
 
 # Copy: the quick preset's DNC (LSTM 64) with W 16; trained N 24 (lengths <= 20).
@@ -139,6 +140,13 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2,
     for name, rows in results.items():
         written += write_rows(out, name, rows, meta)
     written += figures(out, results, tasks)
+    written.append(write_summary(out, "torchdnc study load", [
+        summary_table(results["load"], ("task", "model", "memory_multiple", "items"),
+                      ("bit_error", "perfect"), "error against items (N = multiple x items)"),
+        summary_table(results["hidden"], ("task", "model", "hidden", "items"), ("bit_error",),
+                      "error against controller size"),
+        summary_table(results["memory_size"], ("task", "memory_size", "items"), ("perfect",),
+                      "perfectly answered sequences: test-time N x items")]))
     return {"written": [str(p) for p in written], **results}
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from torchdnc.study.common import Run, load, score, spread, train_all, write_rows
+from torchdnc.study.common import (Run, load, score, spread, summary_table, train_all, write_rows,
+                                   write_summary)
 from torchdnc.viz.memory import memory_figure
 from torchdnc.viz.style import pyplot, save_figure
 
@@ -98,6 +99,11 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
     written += write_rows(out, "overflow_usage", usage_rows, meta)
     written += write_rows(out, "overload", age_rows, meta)
     written += figures(out, rows, usage_rows, age_rows)
+    written.append(write_summary(out, "torchdnc study overflow", [
+        summary_table(rows, ("controller", "variant"), ("bit_error", "perfect"),
+                      f"{BLOCKS} copies of {LENGTH} vectors through {SLOTS} slots"),
+        summary_table(age_rows, ("controller", "items", "position"), ("bit_error",),
+                      f"one copy of more vectors than {SLOTS} slots: error by position")]))
     return {"written": [str(p) for p in written], "overflow": rows, "overload": age_rows}
 
 

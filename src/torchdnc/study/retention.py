@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torchdnc.study.common import Run, load, score, spread, train_all, write_rows
+from torchdnc.study.common import (Run, load, score, spread, summary_table, train_all, write_rows,
+                                   write_summary)
 from torchdnc.viz.style import pyplot, save_figure
 
 TRAIN = {"min_length": 1, "max_length": 5, "min_delay": 0, "max_delay": 20}
@@ -49,6 +50,9 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
                              bit_error=m["bit_error"], perfect=m["perfect"]))
     written = write_rows(out, "retention", rows, {"seeds": seeds, "quick": quick, "train": TRAIN})
     written.append(figure(out, rows))
+    written.append(write_summary(out, "torchdnc study retention", [summary_table(
+        rows, ("model", "delay"), ("bit_error", "perfect"),
+        f"recall of {ITEMS} vectors after a delay")]))
     return {"written": [str(p) for p in written], "retention": rows}
 
 
