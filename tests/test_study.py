@@ -27,6 +27,16 @@ def test_every_part_runs_quick_and_writes_numbers_and_figures(tmp_path):
     assert {r["memory_multiple"] for r in rows if r["model"] == "dnc"} == {0.25, 0.5, 1, 2, 4}
     cost = json.loads((tmp_path / "cost" / "cost.json").read_text())
     assert {r["model"] for r in cost["rows"]} == {"dense", "lstm"}
-    # a part run again reuses its trained runs and only evaluates
+    # a part run again reuses its trained runs and only evaluates; a run that was
+    # interrupted (no end record) goes on from its checkpoint
+    interrupted = tmp_path / "retention" / "runs" / "retention-dnc-s0"
+    metrics = interrupted / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    kept = [line for line in lines if '"kind": "end"' not in line]
+    metrics.write_text("\n".join([kept[0], '{"kind": "marker", "step": 0}', *kept[1:]]) + "\n")
     assert main(["study", "retention", "--quick", "--seeds", "1", "--jobs", "1",
                  "--out", str(tmp_path)]) == 0
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["kind"] for r in records].count("end") == 1
+    assert {"kind": "marker", "step": 0} in records  # resumed, not started again
+    assert [r["step"] for r in records if r["kind"] == "train"] == [10, 20]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from torchdnc.tasks import Task, average_metrics
-from torchdnc.training import load_trained, read_metrics, resolve_config, train
+from torchdnc.training import RunError, checkpoint, load_trained, read_metrics, resolve_config, train
 
 
 @dataclass
@@ -38,8 +38,16 @@ def _train_one(args: tuple[Run, str]) -> str:
     run, folder = args
     path = Path(folder) / run.name
     done = [r for r in read_metrics(path) if r["kind"] == "end"]
-    if not done:  # already trained runs are kept (a study can be resumed)
-        train(run.config(), path, force=True)
+    if done:  # already trained runs are kept (a study can be resumed)
+        return str(path)
+    config = run.config()
+    if (path / checkpoint.CHECKPOINT).exists():  # an interrupted run goes on where it stopped
+        try:
+            train(config, path, resume=True)
+            return str(path)
+        except RunError:  # written by other settings: start again
+            pass
+    train(config, path, force=True)
     return str(path)
 
 
