@@ -41,13 +41,17 @@ def _train_one(args: tuple[Run, str]) -> str:
     if done:  # already trained runs are kept (a study can be resumed)
         return str(path)
     config = run.config()
+    result = None
     if (path / checkpoint.CHECKPOINT).exists():  # an interrupted run goes on where it stopped
         try:
-            train(config, path, resume=True)
-            return str(path)
+            result = train(config, path, resume=True)
         except RunError:  # written by other settings: start again
             pass
-    train(config, path, force=True)
+    if result is None:
+        result = train(config, path, force=True)
+    if result.get("interrupted"):  # a signal stops the study, not just this run
+        raise RunError(f"study stopped by {result['interrupted']} in {path} "
+                         "(its checkpoint is kept; run the part again to go on)")
     return str(path)
 
 
