@@ -33,10 +33,11 @@ def test_every_part_runs_quick_and_writes_numbers_and_figures(tmp_path):
     metrics = interrupted / "metrics.jsonl"
     lines = metrics.read_text().splitlines()
     kept = [line for line in lines if '"kind": "end"' not in line]
+    kept.append('{"kind": "end", "step": 20, "interrupted": "SIGTERM"}')  # as a signal leaves it
     metrics.write_text("\n".join([kept[0], '{"kind": "marker", "step": 0}', *kept[1:]]) + "\n")
     assert main(["study", "retention", "--quick", "--seeds", "1", "--jobs", "1",
                  "--out", str(tmp_path)]) == 0
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert [r["kind"] for r in records].count("end") == 1
+    assert [r.get("interrupted") for r in records if r["kind"] == "end"] == ["SIGTERM", None]
     assert {"kind": "marker", "step": 0} in records  # resumed, not started again
     assert [r["step"] for r in records if r["kind"] == "train"] == [10, 20]

@@ -37,7 +37,7 @@ class Run:
 def _train_one(args: tuple[Run, str]) -> str:
     run, folder = args
     path = Path(folder) / run.name
-    done = [r for r in read_metrics(path) if r["kind"] == "end"]
+    done = [r for r in read_metrics(path) if r["kind"] == "end" and not r.get("interrupted")]
     if done:  # already trained runs are kept (a study can be resumed)
         return str(path)
     config = run.config()
