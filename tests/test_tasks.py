@@ -121,6 +121,20 @@ def test_bad_task_options_are_refused():
         AssociativeRecallTask(min_items=1)
 
 
+def test_a_recall_cue_marks_where_each_answer_starts():
+    task = CopyTask(num_bits=3, min_delay=0, max_delay=4, recall_cue=True)
+    batch = task.sample(16, generator(4), min_length=2, max_length=3)
+    for b in range(16):
+        x, scored = batch.inputs[b], batch.loss_mask[b]
+        first = int(scored.nonzero()[0])
+        assert x[first - 1, 3] == 1  # a flag the step before the answer, whatever the delay
+        flags = x[:, 3].nonzero().flatten().tolist()
+        assert len(flags) in (1, 2) and torch.all(x[flags[0] + 1 : first - 1] == 0)
+    assert len({int(batch.loss_mask[b].nonzero()[0]) for b in range(16)}) > 1  # delays vary
+    with pytest.raises(ValueError, match="copy.recall_cue: expected true or false, got 1"):
+        CopyTask(recall_cue=1)
+
+
 def test_copy_blocks_and_delay_by_hand():
     task = CopyTask(num_bits=3, min_blocks=2, max_blocks=2, min_delay=2, max_delay=2)
     batch = task.sample(3, generator(2), min_length=2, max_length=3)

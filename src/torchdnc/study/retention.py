@@ -3,7 +3,8 @@
 The claim to test: an LSTM's state erodes a little with every step, so what it
 holds fades as D grows; the DNC's memory does not change unless it is written
 to. A DNC and an LSTM with the DNC's parameter count are trained on copy with
-up to 5 vectors and delays of up to 20 blank steps, then tested with delays far
+up to 5 vectors and delays of up to 20 blank steps (the delimiter flag comes
+again on the last blank step: the cue to answer), then tested with delays far
 beyond that, up to thousands of steps.
 """
 
@@ -18,7 +19,8 @@ from torchdnc.viz.style import pyplot, save_figure
 
 TRAIN = {"min_length": 1, "max_length": 5, "min_delay": 0, "max_delay": 20}
 OVERRIDES = {"hidden_size": 64, "memory_size": 16, "word_size": 16, "num_reads": 1,
-             "curriculum_start": 2, "curriculum_levels": 4, "iterations": 3000,
+             "curriculum_start": 2, "curriculum_levels": 4, "iterations": 6000,
+             "recall_cue": True,
              **{k: v for k, v in TRAIN.items() if k != "min_length"}}
 DELAYS = (0, 10, 30, 100, 300, 1000, 3000)
 ITEMS = 5

@@ -10,6 +10,9 @@ copy exactly as above): ``blocks`` copies one after another in one sequence
 the Nature paper's Extended Data Fig. 1: 10 blocks of 5 vectors through a
 memory of 10 slots must free and reuse slots), and a ``delay`` of blank steps
 between each delimiter and its output (what is stored must last that long).
+With a delay that varies, nothing tells the model when to start answering;
+``recall_cue`` sets the delimiter channel again on the last blank step, so that
+every answer starts the step after a delimiter flag.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class CopyTask(BitTask):
     max_blocks: int = 1
     min_delay: int = 0  # blank steps between a delimiter and its output
     max_delay: int = 0
+    recall_cue: bool = False  # delimiter flag again on the last blank step of a delay
     curriculum_by: str = "length"  # what the levels raise: "length" or "blocks"
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class CopyTask(BitTask):
         if isinstance(self.min_delay, bool) or not isinstance(self.min_delay, int) or self.min_delay < 0:
             raise ValueError(f"copy.min_delay: expected an integer >= 0, got {self.min_delay!r}")
         check_range("copy", "min_delay", self.min_delay, "max_delay", self.max_delay)
+        if not isinstance(self.recall_cue, bool):
+            raise ValueError(f"copy.recall_cue: expected true or false, got {self.recall_cue!r}")
         if self.curriculum_by not in ("length", "blocks"):
             raise ValueError(f"copy.curriculum_by: expected 'length' or 'blocks', "
                              f"got {self.curriculum_by!r}")
@@ -144,6 +150,8 @@ class CopyTask(BitTask):
                 inputs[b, t : t + n, : self.num_bits] = block
                 inputs[b, t + n, self.num_bits] = 1.0
                 out = t + n + 1 + d
+                if self.recall_cue and d:
+                    inputs[b, out - 1, self.num_bits] = 1.0
                 targets[b, out : out + n] = block
                 scored[b, out : out + n] = 1.0
                 index[b, out : out + n] = torch.arange(n)
