@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from torchdnc.study.common import (Run, load, score, spread, summary_table, train_all, write_rows,
                                    write_summary)
 from torchdnc.viz.style import pyplot, save_figure
@@ -41,7 +43,7 @@ def runs(seeds: int, quick: bool) -> list[Run]:
 def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[str, Any]:
     batches, batch_size = (1, 4) if quick else (4, 32)
     delays = DELAYS[:2] if quick else DELAYS
-    rows = []
+    rows, waiting = [], []
     for name, path in train_all(runs(seeds, quick), out / "runs", jobs).items():
         _, task, model = load(path)
         kind, seed = name.split("-")[1], int(name.rsplit("-s", 1)[1])
@@ -50,12 +52,31 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
                                     "max_delay": delay}, batches, batch_size, seed)
             rows.append(dict(model=kind, seed=seed, delay=delay, items=ITEMS,
                              bit_error=m["bit_error"], perfect=m["perfect"]))
+            if kind == "dnc":
+                waiting.append(_waiting(model, task, seed, delay, quick))
     written = write_rows(out, "retention", rows, {"seeds": seeds, "quick": quick, "train": TRAIN})
+    written += write_rows(out, "waiting", waiting, {"seeds": seeds, "quick": quick})
     written.append(figure(out, rows))
-    written.append(write_summary(out, "torchdnc study retention", [summary_table(
-        rows, ("model", "delay"), ("bit_error", "perfect"),
-        f"recall of {ITEMS} vectors after a delay")]))
-    return {"written": [str(p) for p in written], "retention": rows}
+    written.append(write_summary(out, "torchdnc study retention", [
+        summary_table(rows, ("model", "delay"), ("bit_error", "perfect"),
+                      f"recall of {ITEMS} vectors after a delay"),
+        summary_table(waiting, ("seed", "delay"), ("write_gate", "slots_used"),
+                      "the DNC while it waits: mean write gate over the blank steps, "
+                      "slots in use (total usage) when the answer starts")]))
+    return {"written": [str(p) for p in written], "retention": rows, "waiting": waiting}
+
+
+def _waiting(model, task, seed: int, delay: int, quick: bool) -> dict[str, Any]:
+    """What a DNC writes while it waits: its mean write gate over the blank steps
+    and its total usage on the step the answer starts (``study/retention/waiting.csv``)."""
+    batch = task.sample(2 if quick else 16, torch.Generator().manual_seed(20_011 + seed),
+                        min_length=ITEMS, max_length=ITEMS, min_delay=delay, max_delay=delay)
+    with torch.no_grad():
+        _, _, trace = model(batch.inputs, return_trace=True)
+    start = ITEMS + 1  # the first blank step; the answer starts at start + delay
+    gates = trace.write_gates[:, start : start + delay].mean() if delay else torch.tensor(0.0)
+    used = trace.usage[:, start + delay - 1].sum(-1).mean()
+    return dict(seed=seed, delay=delay, write_gate=float(gates), slots_used=float(used))
 
 
 def figure(out: Path, rows: list[dict[str, Any]]) -> Path:
