@@ -187,6 +187,21 @@ def grid(groups: dict[str, list[str]], metric: str) -> str:
     return "\n".join(lines)
 
 
+def _primary_metric(run_dir: Path) -> str:
+    """The task's primary metric: from the evaluation report, else from the task
+    named in the run's config (a run still training has no report)."""
+    report_path = run_dir / "eval.json"
+    if report_path.exists():
+        metric = json.loads(report_path.read_text()).get("primary_metric")
+        if metric:
+            return metric
+    from torchdnc.tasks import TASKS
+
+    config_path = run_dir / "config.json"
+    task = json.loads(config_path.read_text()).get("task") if config_path.exists() else None
+    return TASKS[task].primary_metric if task in TASKS else "loss"
+
+
 def lessons(name: str) -> str:
     """Curriculum progress of one run from its validation records: per lesson,
     the evaluations made there, the best and last validation result, and the step
@@ -195,9 +210,7 @@ def lessons(name: str) -> str:
     records = _records(run_dir)
     if not records:
         return f"{name}: not run"
-    report_path = run_dir / "eval.json"
-    metric = (json.loads(report_path.read_text()).get("primary_metric")
-              if report_path.exists() else None) or "loss"
+    metric = _primary_metric(run_dir)
     start = next(r for r in records if r["kind"] == "start")
     settings = [part.split(": ", 1)[-1] for part in start.get("curriculum", "").split("; ")]
     passed = {r["level"] - 1: r["step"] for r in records if r["kind"] == "level"}
