@@ -8,6 +8,7 @@ import torch
 
 from torchdnc import DNC
 from torchdnc.envs import shrdlu
+from torchdnc.tasks import average_metrics
 from torchdnc.tasks.shrdlu import ACTIONS, OBSERVATION, ShrdluTask, _returns_and_advantages
 
 
@@ -76,6 +77,10 @@ def test_reward_is_the_satisfied_share_and_success_is_scored():
     assert rewards[0] == 1.0 and torch.allclose(rewards[1:], torch.full((6,), 1.0 - 0.1))
     metrics = task.metrics(torch.zeros(1, 1, ACTIONS + 1), batch)
     assert metrics["success"] == 1 and metrics["optimal"] == 1 and metrics["constraint_error"] == 0
+    # success by relation: this goal is "1 below 2"; relations with no goal are left out
+    assert task.finalize_metrics(average_metrics(metrics)) == pytest.approx(
+        {"sequences": 1, "constraint_error": 0, "success": 1, "optimal": 1,
+         "episode_return": float(rewards.sum()), "success_below": 1.0})
 
 
 def test_problems_follow_the_seed_and_the_lesson():

@@ -23,7 +23,9 @@ squares, bottom-left first, row by row, each a 6-way one-hot of its block).
 Metrics: ``constraint_error`` (the primary metric: share of the chosen goal's
 constraints NOT satisfied at the end; a lesson passes at 0.15, the paper's "85%
 of constraints satisfied"), ``success`` (all satisfied at the end),
-``optimal`` (reached in L moves), ``episode_return``.
+``optimal`` (reached in L moves), ``episode_return``, and ``success_above`` /
+``_below`` / ``_left`` / ``_right`` (success by the relation of the goal's first
+constraint: which relations the agent has learned).
 """
 
 from __future__ import annotations
@@ -219,7 +221,8 @@ class ShrdluTask(Task):
         model.train(was_training)
         final = shrdlu.satisfied(boards, constraints, valid).float() / goal_size
         info = {"actions": actions, "rewards": rewards, "least_moves": problems.least_moves,
-                "final_fraction": final, "moves_to_goal": first_reached, "acting": acting}
+                "final_fraction": final, "moves_to_goal": first_reached, "acting": acting,
+                "relation": constraints[:, 0, 1]}
         return Batch(inputs, torch.zeros(B, T, self.output_size), acting.float(), mask=mask, info=info)
 
     # -- learning ---------------------------------------------------------------------
@@ -258,13 +261,29 @@ class ShrdluTask(Task):
         info = batch.info
         fraction = info["final_fraction"]
         reached = info["moves_to_goal"]
-        return {
+        success = fraction >= 1
+        found = {
             "sequences": float(len(fraction)),
             "constraint_error": float((1 - fraction).sum()),
-            "success": float((fraction >= 1).float().sum()),
+            "success": float(success.float().sum()),
             "optimal": float(((reached >= 0) & (reached <= info["least_moves"])).float().sum()),
             "episode_return": float(info["rewards"].sum()),
         }
+        for index, name in enumerate(RELATION_NAMES):  # by the goal's first constraint
+            chosen = info["relation"] == index
+            found[f"_goals_{name}"] = float(chosen.sum())
+            found[f"_success_{name}"] = float((success & chosen).sum())
+        return found
+
+    def finalize_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """``success_above`` etc.: success among the episodes whose goal's first
+        constraint has that relation (left out where there were none)."""
+        metrics = dict(metrics)
+        for name in RELATION_NAMES:
+            goals, success = metrics.pop(f"_goals_{name}", 0.0), metrics.pop(f"_success_{name}", 0.0)
+            if goals > 0:
+                metrics[f"success_{name}"] = success / goals
+        return metrics
 
     def output_probabilities(self, outputs: Tensor) -> Tensor:
         return torch.softmax(outputs[..., :ACTIONS], dim=-1)
@@ -277,6 +296,7 @@ QUICK_LESSONS = (
     ((3, 3), (4, 4), (2, 2), (2, 2)),
 )
 CURRICULA = {"paper": PAPER_LESSONS, "quick": QUICK_LESSONS}
+RELATION_NAMES = tuple(name.replace(" of", "") for name in shrdlu.RELATIONS)  # above, below, left, right
 
 
 def _lesson(params: dict[str, Any]) -> dict[str, Any]:
