@@ -45,6 +45,19 @@ def gradients(model) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_a_float32_model_takes_its_own_state_back_and_so_does_it_after_double(name):
+    cls, fields = MODELS[name]
+    model = cls(**fields)  # float32: the sparse usage keys stay float64 inside the state
+    x = torch.randn(2, 4, 5)
+    _, state = model(x)
+    model(x, state)
+    model(x, model.initial_state(2))
+    model.double()  # the same module, now float64: its state layout follows
+    _, state = model(x.double())
+    model(x.double(), state)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_chunks_with_carried_state_equal_one_pass(name):
     model = make(name)
     x = torch.randn(7, 12, 5, dtype=f64)
