@@ -489,30 +489,29 @@ class RecurrentMemoryModel(nn.Module):
         if len(actual) != len(expected):
             raise ValueError(f"state: expected {len(expected)} tensors for "
                              f"controller={self.config.controller!r}, got {len(actual)}")
-        own = next(self.parameters()).dtype
-        for (name, shape, floating, dtype), have in zip(expected, actual):
+        for (name, shape, follows_x, dtype), have in zip(expected, actual):
             if not isinstance(have, Tensor) or have.shape != shape:
                 got = tuple(have.shape) if isinstance(have, Tensor) else type(have).__name__
                 raise ValueError(f"state.{name}: expected shape {tuple(shape)} for batch size "
                                  f"{batch_size} and this model's configuration, got {got}")
-            # floating tensors follow x, except those kept in a fixed dtype (the sparse
-            # memory's float64 usage keys)
-            floating = floating and dtype == own
-            dtype = x.dtype if floating else dtype
+            dtype = x.dtype if follows_x else dtype
             if have.dtype != dtype or have.device != x.device:
                 raise ValueError(f"state.{name}: expected dtype {dtype} on {x.device}"
-                                 f"{' (as x)' if floating else ''}, "
+                                 f"{' (as x)' if follows_x else ''}, "
                                  f"got dtype {have.dtype} on {have.device}")
 
     def _state_layout(self, batch_size: int) -> list[tuple[str, torch.Size, bool, torch.dtype]]:
-        """(name, shape, floating point, dtype) of every state tensor, for ``batch_size``
-        (cached: a state check per `step` call stays cheap)."""
+        """(name, shape, follows x's dtype, dtype) of every state tensor, for ``batch_size``
+        (cached: a state check per `step` call stays cheap). Floating tensors in the
+        parameters' dtype follow x; the others keep a fixed dtype (integers, the
+        sparse memory's float64 usage keys)."""
         cache = self.__dict__.setdefault("_layouts", {})
-        # with_memory_size gives a copy a new config; .double() changes the dtypes
-        key = (batch_size, id(self.config), next(self.parameters()).dtype)
+        own = next(self.parameters()).dtype
+        key = (batch_size, id(self.config), own)  # with_memory_size: a new config; .double()
         if key not in cache:
             paths = state_paths(self.initial_state(batch_size, device="meta"))
-            cache[key] = [(name, t.shape, t.is_floating_point(), t.dtype) for name, t in paths]
+            cache[key] = [(name, t.shape, t.is_floating_point() and t.dtype == own, t.dtype)
+                          for name, t in paths]
         return cache[key]
 
 
