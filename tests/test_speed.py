@@ -434,3 +434,42 @@ def test_fused_runs_the_held_gate_ablations_as_plain(held):
     assert fast._kernel_applies()
     x = torch.randn(3, 9, 5, dtype=torch.float64, requires_grad=True)
     _check(plain, fast, x, mask=torch.rand(3, 9) > 0.2)
+
+
+@needs_fused
+@pytest.mark.parametrize("reads,writes,chunk,extra", [
+    (1, 1, 0, dict(deallocation=True)), (2, 1, 2, dict(deallocation=True)),
+    (3, 2, 3, dict(deallocation=True)), (2, 3, 1, dict(deallocation=True, fixed_free_gates=1.0)),
+    (1, 1, 0, dict(masking=True)), (3, 2, 2, dict(masking=True, mask_min=0.2)),
+    (2, 1, 0, dict(masking=True, deallocation=True)),
+    (2, 2, 3, dict(masking=True, deallocation=True, mask_min=0.1, fixed_allocation_gates=0.0)),
+])
+def test_fused_runs_masking_and_deallocation_as_plain(reads, writes, chunk, extra):
+    # DNC-MD: masked content addressing ("M", every read and write head) and the
+    # retention erasing freed rows ("D") inside the kernel: forward, recomputed
+    # chunks and backward agree with the plain path, masks' gradients included.
+    plain, fast = _pair("auto", torch.float64, num_reads=reads, num_writes=writes, clip=2.0,
+                        backward_chunk=chunk, **extra)
+    assert fast._kernel_applies()
+    x = torch.randn(3, 9, 5, dtype=torch.float64, requires_grad=True)
+    _check(plain, fast, x, mask=torch.rand(3, 9) > 0.2)
+    _, start = plain(x.detach())  # continue from a used memory, gradients into the state too
+    start = start.detach()
+    start = type(start)(*[type(p)(*[t.clone().requires_grad_(True) for t in p])
+                          if not isinstance(p, torch.Tensor) else p.clone().requires_grad_(True)
+                          for p in start])
+    _check(plain, fast, torch.randn(3, 5, 5, dtype=torch.float64), state=start)
+
+
+@needs_fused
+def test_fused_deallocation_changes_the_memory():
+    # Not the paper's DNC by accident: with free gates held at 1 every row read
+    # last step is erased, so the kernel's result differs from the kernel without D.
+    _, on = _pair("fused", torch.float64, num_reads=2, deallocation=True, fixed_free_gates=1.0)
+    off = DNC(**{**BASE, "num_reads": 2, "fixed_free_gates": 1.0}, implementation="fused").double()
+    off.load_state_dict(on.state_dict())
+    x = torch.randn(2, 6, 5, dtype=torch.float64)
+    with torch.no_grad():
+        _, s_on = on(x)
+        _, s_off = off(x)
+    assert not torch.allclose(s_on.access.memory, s_off.access.memory)

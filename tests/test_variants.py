@@ -217,9 +217,10 @@ def test_options_are_checked():
         DNCConfig(bypass_dropout=1.5)
     with pytest.raises(ValueError, match="mask_min: needs masking=True"):
         DNCConfig(mask_min=0.1)
-    with pytest.raises(ValueError, match="implementation: 'fused' runs the paper's DNC; with "
-                                         "masking, deallocation use 'auto'"):
-        DNCConfig(masking=True, deallocation=True, implementation="fused")
+    with pytest.raises(ValueError, match="implementation: 'fused' runs the paper's DNC .with "
+                                         "masking and de-allocation at most.; with sharpness use 'auto'"):
+        DNCConfig(masking=True, sharpness=True, implementation="fused")
+    DNCConfig(masking=True, deallocation=True, implementation="fused")  # DNC-MD runs fused
 
 
 def test_variants_from_the_command_line(tmp_path):

@@ -27,8 +27,8 @@ from torch import Tensor
 from torchdnc import fields
 from torchdnc.controller import LSTMState, lstm_cell
 from torchdnc.kernels import fused
-from torchdnc.memory import (MemoryAccess, MemoryOptions, MemoryState, memory_step, parse_interface,
-                             traced_memory_step)
+from torchdnc.memory import (MemoryAccess, MemoryOptions, MemoryState, floor_and_hold, memory_step,
+                             split_interface, traced_memory_step)
 from torchdnc.recurrent import (RecurrentMemoryModel, RecurrentState, carry_where,
                                 check_model_config)
 
@@ -100,7 +100,8 @@ class DNCConfig(fields.ConfigIO):
             raise ValueError("implementation: 'fused' needs controller='lstm' with num_layers=1, "
                              f"got controller={self.controller!r}, num_layers={self.num_layers}")
         if self.implementation == "fused" and self.variant_options():
-            raise ValueError("implementation: 'fused' runs the paper's DNC; with "
+            raise ValueError("implementation: 'fused' runs the paper's DNC (with masking and "
+                             "de-allocation at most); with "
                              f"{', '.join(self.variant_options())} use 'auto' (the plain path)")
         if self.implementation == "fused" and self.num_reads > fused.MAX_READS:
             raise ValueError(f"implementation: 'fused' handles num_reads <= {fused.MAX_READS}, "
@@ -112,10 +113,9 @@ class DNCConfig(fields.ConfigIO):
         return MemoryOptions(self.masking, self.deallocation, self.sharpness, self.temporal_links)
 
     def variant_options(self) -> list[str]:
-        """The options that the fused kernel does not run (bypass dropout and held
-        free / allocation gates it does)."""
-        return [name for name, on in (("masking", self.masking), ("deallocation", self.deallocation),
-                                      ("sharpness", self.sharpness), ("layer_norm", self.layer_norm),
+        """The options that the fused kernel does not run (masking, de-allocation,
+        bypass dropout and held free / allocation gates it does)."""
+        return [name for name, on in (("sharpness", self.sharpness), ("layer_norm", self.layer_norm),
                                       ("temporal_links=False", not self.temporal_links),
                                       ("bidirectional", self.bidirectional))
                 if on]
@@ -200,10 +200,11 @@ class DNC(RecurrentMemoryModel):
                   controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
                   empty if keep is None else keep)
         oneplus = c.strength_activation == "oneplus"
-        fixed = (float(c.fixed_free_gates), float(c.fixed_allocation_gates))
+        options = (float(c.fixed_free_gates), float(c.fixed_allocation_gates), bool(c.deallocation),
+                   bool(c.masking), float(c.mask_min))
         hidden, read_sequence, h, cell, *memory = fused.run(
             inputs, float(c.clip), oneplus, int(chunk),
-            lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus, fixed), fixed)
+            lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus, options), options)
         new_state = DNCState(LSTMState(h.unsqueeze(1), cell.unsqueeze(1)), MemoryState(*memory),
                              read_sequence[:, -1])
         return hidden, read_sequence, new_state
@@ -226,23 +227,26 @@ class DNC(RecurrentMemoryModel):
 
 def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
                      read_weights, write_weights, keep, clip: float, oneplus: bool,
-                     fixed: tuple[float, float] = (-1.0, -1.0)):
+                     options: tuple = fused.NO_OPTIONS):
     """The fused kernel's recurrence (same inputs and outputs) with PyTorch ops,
-    differentiable to any order: what gradients of gradients go through."""
+    differentiable to any order: what gradients of gradients go through.
+    ``options``: (free gates held at, allocation gates held at, deallocation,
+    masking, mask_min) as `torchdnc.kernels.fused.run` takes them."""
     R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
     state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
     hidden, cell, reads = h0, c0, r0
     hiddens, all_reads = [], []
     strength = "oneplus" if oneplus else "softplus"
+    deallocation, masking, mask_min = options[2:]
+    held = dict(zip(("free_gates", "allocation_gates"), options[:2]))
+    memory_options = MemoryOptions(masking=bool(masking), deallocation=bool(deallocation))
     for t in range(projected.shape[1]):
         gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
         new_hidden, new_cell = lstm_cell(gates, cell, clip)
-        interface = parse_interface(F.linear(new_hidden, w_xi, b_xi), R, W, K, strength)
-        held = {name: torch.full_like(getattr(interface, name), value)
-                for name, value in zip(("free_gates", "allocation_gates"), fixed) if value != -1}
-        if held:
-            interface = interface._replace(**held)
-        new_state, new_reads = memory_step(state, interface)
+        interface, extras = floor_and_hold(
+            *split_interface(F.linear(new_hidden, w_xi, b_xi), R, W, K, strength, memory_options),
+            mask_min, held)
+        new_state, new_reads = memory_step(state, interface, memory_options, extras)
         on = keep[:, t] if keep.numel() else None
         hidden, cell, reads, state = carry_where(on, (new_hidden, new_cell, new_reads, new_state),
                                                  (hidden, cell, reads, state))

@@ -274,6 +274,22 @@ class StepTrace(NamedTuple):
     read_content_weights: Tensor  # c^r_t, [B, R, N]
 
 
+def floor_and_hold(interface: Interface, extras: InterfaceExtras, mask_min: float = 0.0,
+                   held: dict[str, float] | None = None) -> tuple[Interface, InterfaceExtras]:
+    """The masks floored at ``mask_min`` (m <- m (1 - mask_min) + mask_min,
+    Csordás & Schmidhuber's floor) and the gates named in ``held``
+    ("free_gates", "allocation_gates") held at their values (-1: learned; the
+    running-out-of-memory ablations)."""
+    if mask_min and extras.read_masks is not None:
+        extras = extras._replace(read_masks=extras.read_masks * (1 - mask_min) + mask_min,
+                                 write_masks=extras.write_masks * (1 - mask_min) + mask_min)
+    fixed = {name: torch.full_like(getattr(interface, name), value)
+             for name, value in (held or {}).items() if value != -1}
+    if fixed:  # an ablation
+        interface = interface._replace(**fixed)
+    return interface, extras
+
+
 def traced_memory_step(
     state: MemoryState, interface: Interface, options: MemoryOptions = MemoryOptions(),
     extras: InterfaceExtras = InterfaceExtras(),
@@ -432,15 +448,7 @@ class MemoryAccess(nn.Module):
             xi = self.layer_norm(xi)
         interface, extras = split_interface(xi, self.num_reads, self.word_size, self.num_writes,
                                             self.strength_activation, self.options)
-        if self.mask_min:  # Csordás & Schmidhuber's floor on the masks
-            floor = self.mask_min
-            extras = extras._replace(read_masks=extras.read_masks * (1 - floor) + floor,
-                                     write_masks=extras.write_masks * (1 - floor) + floor)
-        held = {name: torch.full_like(getattr(interface, name), value)
-                for name, value in getattr(self, "fixed_gates", {}).items() if value != -1}
-        if held:  # an ablation
-            interface = interface._replace(**held)
-        return interface, extras
+        return floor_and_hold(interface, extras, self.mask_min, getattr(self, "fixed_gates", {}))
 
     def forward(self, controller_output: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
         """(h_t ``[B, input_size]``, state at t-1) -> (r_t ``[B, R, W]``, state at t)."""

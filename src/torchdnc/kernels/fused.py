@@ -174,6 +174,9 @@ def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, elemen
 # w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors,
 # keep ([B, T] bool or empty).
 NUM_INPUTS = 14
+# (free gates held at, allocation gates held at, deallocation, masking, mask_min):
+# the paper's DNC.
+NO_OPTIONS = (-1.0, -1.0, False, False, 0.0)
 
 
 class FusedRecurrence(torch.autograd.Function):
@@ -181,9 +184,9 @@ class FusedRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *args):
-        inputs, (clip, oneplus, chunk, reference, fixed) = args[:NUM_INPUTS], args[NUM_INPUTS:]
-        out, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, fixed=fixed)
-        ctx.options = (clip, oneplus, chunk, fixed)
+        inputs, (clip, oneplus, chunk, reference, options) = args[:NUM_INPUTS], args[NUM_INPUTS:]
+        out, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, options=options)
+        ctx.options = (clip, oneplus, chunk, options)
         ctx.reference = reference
         ctx.save_for_backward(*inputs, *out[10:])
         ctx.boundaries = boundaries  # released chunk by chunk during backward
@@ -194,7 +197,7 @@ class FusedRecurrence(torch.autograd.Function):
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
         inputs, per_step = saved[:NUM_INPUTS], list(saved[NUM_INPUTS:])
-        clip, oneplus, chunk, fixed = ctx.options
+        clip, oneplus, chunk, options = ctx.options
         reference = per_step[0]
         shapes = [(*inputs[0].shape[:2], inputs[4].shape[1]), (*inputs[0].shape[:2], *inputs[6].shape[1:]),
                   inputs[4].shape, inputs[5].shape, *(t.shape for t in inputs[7:13])]
@@ -205,22 +208,22 @@ class FusedRecurrence(torch.autograd.Function):
                     None, None)
         boundaries, ctx.boundaries = ctx.boundaries, None
         if boundaries is None:  # a second backward through a retained graph
-            _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, fixed=fixed)
+            _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, options=options)
         ext = load_extension()
         result = ext.backward(per_step, boundaries, inputs[1].contiguous(), inputs[2].contiguous(),
                               grads[0], grads[1], grads[2:], clip, oneplus, chunk, threads(),
-                              *fixed)
+                              *options)
         del per_step, boundaries
         return (*result, None, None, None, None, None, None)
 
 
 def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool,
-                    fixed: tuple[float, float] = (-1.0, -1.0)):
+                    options: tuple = NO_OPTIONS):
     ext = load_extension()
     projected, w_cat, w_xi, b_xi, h0, c0, r0 = (t.contiguous() for t in inputs[:7])
     memory_state, keep = inputs[7:13], inputs[13]
     return ext.forward(projected, w_cat, w_xi, b_xi, h0, c0, r0, *memory_state, keep, clip,
-                       oneplus, chunk, store, threads(), *fixed)
+                       oneplus, chunk, store, threads(), *options)
 
 
 def _recomputed_gradients(reference, inputs, grads):
@@ -235,7 +238,7 @@ def _recomputed_gradients(reference, inputs, grads):
 
 
 def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, reference,
-        fixed: tuple[float, float] = (-1.0, -1.0)):
+        options: tuple = NO_OPTIONS):
     """The recurrence over the whole sequence.
 
     Args:
@@ -244,8 +247,12 @@ def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, refe
             (else softplus). chunk: recompute chunk (0: the triangular schedule).
         reference: ``reference(*inputs)`` gives the same outputs with PyTorch
             ops; used only for gradients of gradients.
-        fixed: (free gates, allocation gates) held at these values instead of
-            learned, -1 for learned (the running-out-of-memory ablations).
+        options: (free gates, allocation gates, deallocation, masking,
+            mask_min): the gates held at these values instead of learned, -1
+            for learned (the running-out-of-memory ablations); deallocation:
+            the free gates' retention also erases the freed rows (DNC-MD's
+            "D"); masking: masked content addressing ("M") with masks floored
+            at mask_min.
 
     Returns:
         (hidden [B, T, H], reads [B, T, R, W], h_T, c_T, and the six final
@@ -254,6 +261,6 @@ def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, refe
         for a backward.
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-        return FusedRecurrence.apply(*inputs, clip, oneplus, chunk, reference, fixed)
-    outputs, _ = _kernel_forward(inputs, clip, oneplus, chunk, store=False, fixed=fixed)
+        return FusedRecurrence.apply(*inputs, clip, oneplus, chunk, reference, options)
+    outputs, _ = _kernel_forward(inputs, clip, oneplus, chunk, store=False, options=options)
     return outputs

@@ -32,13 +32,21 @@ struct Dims {
   // Ablations (study of running out of memory): free / allocation gates held at
   // this value instead of learned; -1 = learned.
   double fixed_free = -1, fixed_allocation = -1;
+  // De-allocation (Csordas & Schmidhuber 2019, "D"): the free gates' retention
+  // psi_t also scales the memory rows in the erase-and-write step.
+  bool deallocation = false;
+  // Masked content addressing ("M"): one mask per read and write head in
+  // [mask_min, 1], at the end of the interface.
+  bool masking = false;
+  double mask_min = 0;
   int64_t RW() const { return R * W; }
 };
 
 // Offsets of the interface parts in xi (DESIGN.md section 3 layout).
 struct Layout {
   int64_t read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
-      free_gates, allocation_gates, write_gates, read_modes, size;
+      free_gates, allocation_gates, write_gates, read_modes, read_masks = -1, write_masks = -1,
+      size;
   explicit Layout(const Dims& d) {
     int64_t o = 0;
     read_keys = o; o += d.R * d.W;
@@ -51,6 +59,10 @@ struct Layout {
     allocation_gates = o; o += d.K;
     write_gates = o; o += d.K;
     read_modes = o; o += d.R * (1 + 2 * d.K);
+    if (d.masking) {  // torchdnc.memory.split_interface: masks after the read modes
+      read_masks = o; o += d.R * d.W;
+      write_masks = o; o += d.K * d.W;
+    }
     size = o;
   }
 };
@@ -120,12 +132,22 @@ template <typename T> inline T clamp_pass(T x, double c) {
   return (x >= T(-c) && x <= T(c)) ? T(1) : T(0);
 }
 
+// Retention psi_t[n] = prod_r (1 - f_r w^r_{t-1}[n]) of one slot (Methods,
+// "Dynamic memory allocation"), the same product order as the usage update.
+template <typename T>
+inline T retention_of(const T* free_gates, const T* wr_prev, int64_t R, int64_t N, int64_t n) {
+  T psi = 1;
+  for (int64_t r = 0; r < R; ++r) psi = psi * (T(1) - free_gates[r] * wr_prev[r * N + n]);
+  return psi;
+}
+
 // Parsed interface of one batch element (activated values).
 template <typename T> struct Parsed {
   std::vector<T> v;
   const T* read_keys; const T* read_strengths; const T* write_keys; const T* write_strengths;
   const T* erase; const T* write_vectors; const T* free_gates; const T* allocation_gates;
   const T* write_gates; const T* read_modes;
+  const T* read_masks = nullptr; const T* write_masks = nullptr;  // masking only
   void parse(const T* xi, const Dims& d, const Layout& lay) {
     v.assign(xi, xi + lay.size);
     T* p = v.data();
@@ -154,6 +176,15 @@ template <typename T> struct Parsed {
       T s = 0;
       for (int64_t m = 0; m < M; ++m) { y[m] = std::exp(x[m] - mx); s += y[m]; }
       for (int64_t m = 0; m < M; ++m) y[m] = y[m] / s;
+    }
+    if (d.masking) {
+      for (int64_t i = lay.read_masks; i < lay.read_masks + (d.R + d.K) * d.W; ++i) {
+        T m = sigmoid(xi[i]);
+        if (d.mask_min != 0) m = m * T(1 - d.mask_min) + T(d.mask_min);
+        p[i] = m;
+      }
+      read_masks = p + lay.read_masks;
+      write_masks = p + lay.write_masks;
     }
     read_keys = p + lay.read_keys; read_strengths = p + lay.read_strengths;
     write_keys = p + lay.write_keys; write_strengths = p + lay.write_strengths;
@@ -258,6 +289,68 @@ __attribute__((noinline)) T content_backward(const T* memory, const T* norms, co
   return dstrength;
 }
 
+// Masked content addressing (Csordas & Schmidhuber 2019, section 3.1): the head
+// compares k * m with every row M[n] * m, the norms taken of the masked vectors
+// (torchdnc.addressing.cosine_similarity). Builds the masked rows, their norms
+// and the masked key, so that content_forward / content_backward apply as they are.
+template <typename T> struct Masked {
+  std::vector<T> rows, norms, key, drows, dkey;
+  void build(const T* memory, const T* key_in, const T* mask, int64_t N, int64_t W) {
+    rows.resize(N * W);
+    key.resize(W);
+    norms.resize(N);
+    for (int64_t n = 0; n < N; ++n) {
+      const T* in = memory + n * W;
+      T* out = rows.data() + n * W;
+      _Pragma("omp simd")
+      for (int64_t w = 0; w < W; ++w) out[w] = in[w] * mask[w];
+    }
+    for (int64_t w = 0; w < W; ++w) key[w] = key_in[w] * mask[w];
+    row_norms(rows.data(), N, W, norms.data());
+  }
+};
+
+// content_forward for one head, masked or not.
+template <typename T>
+void head_content(const T* memory, const T* norms, const T* key, const T* mask, T strength,
+                  int64_t N, int64_t W, T* out, Masked<T>& masked, std::vector<T>& scratch) {
+  if (mask == nullptr) return content_forward(memory, norms, key, strength, N, W, out, scratch);
+  masked.build(memory, key, mask, N, W);
+  content_forward(masked.rows.data(), masked.norms.data(), masked.key.data(), strength, N, W, out,
+                  scratch);
+}
+
+// content_backward for one head, masked or not: adds into dmemory, dkey and
+// (masked) dmask, returns d strength.
+template <typename T>
+T head_content_backward(const T* memory, const T* norms, const T* key, const T* mask, T strength,
+                        const T* c, const T* dc, int64_t N, int64_t W, T* dmemory, T* dkey,
+                        T* dmask, Masked<T>& masked, std::vector<T>& scratch) {
+  if (mask == nullptr)
+    return content_backward(memory, norms, key, strength, c, dc, N, W, dmemory, dkey, scratch);
+  masked.build(memory, key, mask, N, W);
+  masked.drows.assign(N * W, T(0));
+  masked.dkey.assign(W, T(0));
+  const T dstrength = content_backward(masked.rows.data(), masked.norms.data(), masked.key.data(),
+                                       strength, c, dc, N, W, masked.drows.data(),
+                                       masked.dkey.data(), scratch);
+  for (int64_t n = 0; n < N; ++n) {  // rows * m: dM += d(rows) m, dm += d(rows) M
+    const T* in = memory + n * W;
+    const T* dr = masked.drows.data() + n * W;
+    T* dm = dmemory + n * W;
+    _Pragma("omp simd")
+    for (int64_t w = 0; w < W; ++w) {
+      dm[w] += dr[w] * mask[w];
+      dmask[w] += dr[w] * in[w];
+    }
+  }
+  for (int64_t w = 0; w < W; ++w) {  // key * m
+    dkey[w] += masked.dkey[w] * mask[w];
+    dmask[w] += masked.dkey[w] * key[w];
+  }
+  return dstrength;
+}
+
 // One head's allocation from usage s (Methods, dynamic memory allocation).
 template <typename T>
 __attribute__((noinline)) void allocation_forward(const T* usage, int64_t N, T* out, int32_t* order, std::vector<T>& mapped) {
@@ -310,18 +403,28 @@ template <typename T> struct Saved {
 // The memory chain that does not need the controller: erase-and-write and the
 // link update, from the stored write weights, erase / write vectors and
 // precedence. Used in the forward pass and to recompute a chunk in backward.
+// With `psi` (de-allocation), M_t = M_{t-1} * (psi 1^T) * prod_k (E - w_k e_k^T)
+// + sum_k w_k v_k^T, the retention multiplied into the erase product first, as
+// torchdnc.addressing.erase_and_write does; psi = nullptr is the paper's DNC.
 template <typename T>
 __attribute__((noinline)) void write_memory(const T* memory_in, T* memory, const T* ww,
-                                           const T* erase, const T* values, const Dims& d) {
+                                           const T* erase, const T* values, const Dims& d,
+                                           const T* psi = nullptr) {
   const int64_t N = d.N, W = d.W, K = d.K;
   std::vector<T> keep(W), add(W);
   for (int64_t n = 0; n < N; ++n) {
     const T* in = memory_in + n * W;
     T* row = memory + n * W;
-    if (K == 1) {
+    if (K == 1 && psi == nullptr) {
       const T wn = ww[n];
       _Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) row[w] = in[w] * (T(1) - wn * erase[w]) + wn * values[w];
+      continue;
+    }
+    if (K == 1) {
+      const T wn = ww[n], sn = psi[n];
+      _Pragma("omp simd")
+      for (int64_t w = 0; w < W; ++w) row[w] = in[w] * (sn * (T(1) - wn * erase[w])) + wn * values[w];
       continue;
     }
     std::fill(keep.begin(), keep.end(), T(1));
@@ -337,6 +440,12 @@ __attribute__((noinline)) void write_memory(const T* memory_in, T* memory, const
         kp[w] = kp[w] * (T(1) - wkn * e[w]);
         ap[w] += wkn * v[w];
       }
+    }
+    if (psi != nullptr) {
+      const T sn = psi[n];
+      _Pragma("omp simd")
+      for (int64_t w = 0; w < W; ++w) row[w] = in[w] * (sn * keep[w]) + add[w];
+      continue;
     }
     _Pragma("omp simd")
     for (int64_t w = 0; w < W; ++w) row[w] = in[w] * keep[w] + add[w];
@@ -417,7 +526,8 @@ void link_and_directions_any(T* link, const T* precedence, const T* ww, const T*
 
 template <typename T> struct Workspace {
   Parsed<T> parsed;
-  std::vector<T> a, b, c, d, e, norms_old, norms_new;
+  std::vector<T> a, b, c, d, e, norms_old, norms_new, psi;
+  Masked<T> masked;
 };
 
 // One memory step of one batch element, in place on (M, u, L, p, wr, ww). The
@@ -433,12 +543,13 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   P.parse(xi, d, lay);
   // 1. usage from the previous weights (write weights without gradient).
   T* u_new = s.usage + (t1 * B + b) * N;
+  ws.psi.resize(N);
   for (int64_t n = 0; n < N; ++n) {
     T unwritten = 1;
     for (int64_t k = 0; k < K; ++k) unwritten = unwritten * (T(1) - ww[k * N + n]);
     T written = T(1) - unwritten;
-    T retention = 1;
-    for (int64_t r = 0; r < R; ++r) retention = retention * (T(1) - P.free_gates[r] * wr[r * N + n]);
+    const T retention = retention_of(P.free_gates, wr, R, N, n);
+    ws.psi[n] = retention;
     u_new[n] = (u[n] + written - u[n] * written) * retention;
   }
   // 2. allocation per write head on a simulated usage.
@@ -460,16 +571,17 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   T* wcontent = s.write_content + sbk;
   T* ww_new = s.write_weights + (t1 * B + b) * K * N;
   ws.norms_old.resize(N);
-  row_norms(M, N, W, ws.norms_old.data());
+  if (!d.masking) row_norms(M, N, W, ws.norms_old.data());  // masked heads take their own
   for (int64_t k = 0; k < K; ++k) {
-    content_forward(M, ws.norms_old.data(), P.write_keys + k * W, P.write_strengths[k], N, W,
-                    wcontent + k * N, ws.b);
+    head_content(M, ws.norms_old.data(), P.write_keys + k * W,
+                 d.masking ? P.write_masks + k * W : nullptr, P.write_strengths[k], N, W,
+                 wcontent + k * N, ws.masked, ws.b);
     T ga = P.allocation_gates[k], gw = P.write_gates[k];
     for (int64_t n = 0; n < N; ++n)
       ww_new[k * N + n] = gw * (ga * alloc[k * N + n] + (T(1) - ga) * wcontent[k * N + n]);
   }
   // 4. erase then write.
-  write_memory(M, M, ww_new, P.erase, P.write_vectors, d);
+  write_memory(M, M, ww_new, P.erase, P.write_vectors, d, d.deallocation ? ws.psi.data() : nullptr);
   // 5 + 7. links from the PREVIOUS precedence (then precedence), with the forward
   // and backward weights from the NEW links and the PREVIOUS read weights; the
   // read content on the NEW memory (6) does not depend on them.
@@ -487,10 +599,11 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   const int64_t rb = (t * B + b) * R * N;
   T* rcontent = s.read_content + rb;
   ws.norms_new.resize(N);
-  row_norms(M, N, W, ws.norms_new.data());
+  if (!d.masking) row_norms(M, N, W, ws.norms_new.data());  // masked heads take their own
   for (int64_t r = 0; r < R; ++r)
-    content_forward(M, ws.norms_new.data(), P.read_keys + r * W, P.read_strengths[r], N, W,
-                    rcontent + r * N, ws.b);
+    head_content(M, ws.norms_new.data(), P.read_keys + r * W,
+                 d.masking ? P.read_masks + r * W : nullptr, P.read_strengths[r], N, W,
+                 rcontent + r * N, ws.masked, ws.b);
   // 8. read weights and read vectors.
   T* wr_new = s.read_weights + (t1 * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
@@ -598,11 +711,12 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
     double clip, bool oneplus, int64_t chunk, bool store, int64_t threads, double fixed_free,
-    double fixed_allocation) {
+    double fixed_allocation, bool deallocation, bool masking, double mask_min) {
   check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
-  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus, fixed_free, fixed_allocation};
+  Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
+         deallocation, masking, mask_min};
   Layout lay(d);
   TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
   auto opts = projected.options();
@@ -781,13 +895,13 @@ namespace {
 // chunk's boundary, the others are filled here.
 template <typename T>
 void recompute_chunk(int64_t t0, int64_t t1, int64_t b0, int64_t b1, const T* xis,
-                     const T* write_w, const T* prec, const bool* keep,
+                     const T* write_w, const T* read_w, const T* prec, const bool* keep,
                      const std::vector<T*>& mem, const std::vector<T*>& link, const Dims& d,
                      const Layout& lay) {
   const int64_t B = d.B, N = d.N, W = d.W, K = d.K, I = d.I;
   const int64_t msz = N * W, lsz = K * N * N;
   {
-    std::vector<T> erase(K * W);
+    std::vector<T> erase(K * W), free_gates(d.R), psi(d.deallocation ? N : 0);
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t i = t - t0;
@@ -803,7 +917,14 @@ void recompute_chunk(int64_t t0, int64_t t1, int64_t b0, int64_t b1, const T* xi
         const T* xi = xis + (t * B + b) * I;
         for (int64_t j = 0; j < K * W; ++j) erase[j] = sigmoid(xi[lay.erase + j]);
         const T* ww = write_w + ((t + 1) * B + b) * K * N;
-        write_memory(Mprev, Mnext, ww, erase.data(), xi + lay.write_vectors, d);
+        if (d.deallocation) {
+          for (int64_t r = 0; r < d.R; ++r)
+            free_gates[r] = d.fixed_free >= 0 ? T(d.fixed_free) : sigmoid(xi[lay.free_gates + r]);
+          const T* wr_prev = read_w + (t * B + b) * d.R * N;
+          for (int64_t n = 0; n < N; ++n) psi[n] = retention_of(free_gates.data(), wr_prev, d.R, N, n);
+        }
+        write_memory(Mprev, Mnext, ww, erase.data(), xi + lay.write_vectors, d,
+                     d.deallocation ? psi.data() : nullptr);
         const T* p = prec + (t * B + b) * K * N;
         for (int64_t k = 0; k < K; ++k)
           update_link(Lprev + k * N * N, Lnext + k * N * N, p + k * N, ww + k * N, N);
@@ -961,11 +1082,13 @@ _Pragma("omp simd")
   }
   // 6. read content on M_t.
   ws.norms_new.resize(N);
-  row_norms(Mt, N, W, ws.norms_new.data());
+  if (!d.masking) row_norms(Mt, N, W, ws.norms_new.data());  // masked heads take their own
   for (int64_t r = 0; r < R; ++r) {
-    g[lay.read_strengths + r] = content_backward(
-        Mt, ws.norms_new.data(), P.read_keys + r * W, P.read_strengths[r], rcontent + r * N, dcr.data() + r * N, N, W, dM,
-        g.data() + lay.read_keys + r * W, ws.c);
+    g[lay.read_strengths + r] = head_content_backward(
+        Mt, ws.norms_new.data(), P.read_keys + r * W, d.masking ? P.read_masks + r * W : nullptr,
+        P.read_strengths[r], rcontent + r * N, dcr.data() + r * N, N, W, dM,
+        g.data() + lay.read_keys + r * W, d.masking ? g.data() + lay.read_masks + r * W : nullptr,
+        ws.masked, ws.c);
   }
   // 7 + 5. directional weights, links and precedence, one pass per row.
   for (int64_t k = 0; k < K; ++k) {
@@ -990,7 +1113,9 @@ _Pragma("omp simd")
                       dp_prev, ws.e.data(), N, R, K, k);
     std::copy(dp_prev, dp_prev + N, dpk);
   }
-  // 4. erase then write: M_t = M_{t-1} * prod_k (1 - w_k e_k) + sum_k w_k v_k.
+  // 4. erase then write: M_t = M_{t-1} * psi * prod_k (1 - w_k e_k) + sum_k w_k v_k
+  // (psi = 1 without de-allocation; its gradient goes to step 1 through dpsi_mem).
+  std::vector<T> dpsi_mem(d.deallocation ? N : 0, T(0));
   {
     T* derase = g.data() + lay.erase;
     T* dvalues = g.data() + lay.write_vectors;
@@ -1000,6 +1125,7 @@ _Pragma("omp simd")
       const T* prow = Mprev + n * W;
       T* kp = keep.data();
       T* dkp = dkeep.data();
+      const T psi_n = d.deallocation ? retention_of(P.free_gates, wr_prev, R, N, n) : T(1);
       std::fill(kp, kp + W, T(1));
       for (int64_t k = 0; k < K; ++k) {
         const T wkn = ww_t[k * N + n];
@@ -1008,8 +1134,18 @@ _Pragma("omp simd")
 _Pragma("omp simd")
         for (int64_t w = 0; w < W; ++w) { f[w] = T(1) - wkn * e[w]; kp[w] = kp[w] * f[w]; }
       }
+      if (d.deallocation) {
+        T dpsi = 0;
+_Pragma("omp simd reduction(+ : dpsi)")
+        for (int64_t w = 0; w < W; ++w) {
+          dpsi += drow[w] * prow[w] * kp[w];
+          dkp[w] = drow[w] * prow[w] * psi_n;
+        }
+        dpsi_mem[n] = dpsi;
+      } else {
 _Pragma("omp simd")
-      for (int64_t w = 0; w < W; ++w) dkp[w] = drow[w] * prow[w];
+        for (int64_t w = 0; w < W; ++w) dkp[w] = drow[w] * prow[w];
+      }
       for (int64_t k = 0; k < K; ++k) {
         const T wkn = ww_t[k * N + n];
         const T* e = P.erase + k * W;
@@ -1037,14 +1173,19 @@ _Pragma("omp simd reduction(+ : dw)")
         }
         dww_t[k * N + n] += dw;
       }
+      if (d.deallocation) {
 _Pragma("omp simd")
-      for (int64_t w = 0; w < W; ++w) drow[w] = drow[w] * kp[w];  // now dL/dM_{t-1}
+        for (int64_t w = 0; w < W; ++w) drow[w] = drow[w] * (psi_n * kp[w]);  // now dL/dM_{t-1}
+      } else {
+_Pragma("omp simd")
+        for (int64_t w = 0; w < W; ++w) drow[w] = drow[w] * kp[w];  // now dL/dM_{t-1}
+      }
     }
   }
   // 3. write weights w = g^w (g^a a + (1 - g^a) c^w), content on M_{t-1}.
   std::vector<T> dalloc(K * N), dwcontent(K * N);
   ws.norms_old.resize(N);
-  row_norms(Mprev, N, W, ws.norms_old.data());
+  if (!d.masking) row_norms(Mprev, N, W, ws.norms_old.data());  // masked heads take their own
   for (int64_t k = 0; k < K; ++k) {
     const T ga = P.allocation_gates[k], gw = P.write_gates[k];
     T dgw = 0, dga = 0;
@@ -1058,9 +1199,11 @@ _Pragma("omp simd")
     }
     g[lay.write_gates + k] += dgw;
     g[lay.allocation_gates + k] += dga;
-    g[lay.write_strengths + k] = content_backward(
-        Mprev, ws.norms_old.data(), P.write_keys + k * W, P.write_strengths[k], wcontent + k * N, dwcontent.data() + k * N,
-        N, W, dM, g.data() + lay.write_keys + k * W, ws.c);
+    g[lay.write_strengths + k] = head_content_backward(
+        Mprev, ws.norms_old.data(), P.write_keys + k * W, d.masking ? P.write_masks + k * W : nullptr,
+        P.write_strengths[k], wcontent + k * N, dwcontent.data() + k * N, N, W, dM,
+        g.data() + lay.write_keys + k * W, d.masking ? g.data() + lay.write_masks + k * W : nullptr,
+        ws.masked, ws.c);
   }
   // 2. allocation chain, heads in reverse.
   std::vector<T> dsim(N, T(0)), dnext(N);
@@ -1089,9 +1232,9 @@ _Pragma("omp simd")
     T unwritten = 1;
     for (int64_t k = 0; k < K; ++k) unwritten = unwritten * (T(1) - ww_prev[k * N + n]);
     const T written = T(1) - unwritten;
-    T retention = 1;
-    for (int64_t r = 0; r < R; ++r) retention = retention * (T(1) - P.free_gates[r] * wr_prev[r * N + n]);
-    const T dpsi = dut * (u_prev[n] + written - u_prev[n] * written);
+    const T retention = retention_of(P.free_gates, wr_prev, R, N, n);
+    const T dpsi = dut * (u_prev[n] + written - u_prev[n] * written) +
+                   (d.deallocation ? dpsi_mem[n] : T(0));
     du[n] = dut * (T(1) - written) * retention;
     for (int64_t r = 0; r < R; ++r) {
       T others = 1;
@@ -1124,6 +1267,12 @@ _Pragma("omp simd")
   if (d.fixed_allocation >= 0)
     std::fill(dxi + lay.allocation_gates, dxi + lay.allocation_gates + K, T(0));
   sigmoid_back(lay.write_gates, K);
+  if (d.masking) {  // m = sigmoid(x) (1 - mask_min) + mask_min
+    for (int64_t i = lay.read_masks; i < lay.read_masks + (R + K) * W; ++i) {
+      const T y = sigmoid(xi[i]);
+      dxi[i] = g[i] * T(1 - d.mask_min) * (T(1) - y) * y;
+    }
+  }
   for (int64_t r = 0; r < R; ++r) {
     const int64_t at = lay.read_modes + r * modes;
     T inner = 0;
@@ -1139,7 +1288,7 @@ std::vector<torch::Tensor> fused_backward(
     torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
     std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
     double clip, bool oneplus, int64_t chunk, int64_t threads, double fixed_free,
-    double fixed_allocation) {
+    double fixed_allocation, bool deallocation, bool masking, double mask_min) {
   auto hidden = saved[0], cell = saved[1], cell_raw = saved[2], gates = saved[3], xis = saved[4],
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
@@ -1147,7 +1296,8 @@ std::vector<torch::Tensor> fused_backward(
        keep = saved[18], tanh_cell = saved[19];
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
   const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
-  Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus, fixed_free, fixed_allocation};
+  Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
+         deallocation, masking, mask_min};
   Layout lay(d);
   auto opts = gates.options();
   const bool masked = keep.numel() > 0;
@@ -1218,7 +1368,8 @@ std::vector<torch::Tensor> fused_backward(
         const auto& mem_ptrs = chunk_mem[m];
         const auto& link_ptrs = chunk_link[m];
         recompute_chunk(t0, t1, b0, b1, xis.data_ptr<T_>(), write_w.data_ptr<T_>(),
-                        prec.data_ptr<T_>(), keep_p, mem_ptrs, link_ptrs, d, lay);
+                        read_w.data_ptr<T_>(), prec.data_ptr<T_>(), keep_p, mem_ptrs, link_ptrs,
+                        d, lay);
         for (int64_t t = t1 - 1; t >= t0; --t) {
           const int64_t i = t - t0;
           const T_* grp = gr.data_ptr<T_>() + t * B * RW;
