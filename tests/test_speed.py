@@ -443,11 +443,15 @@ def test_fused_runs_the_held_gate_ablations_as_plain(held):
     (1, 1, 0, dict(masking=True)), (3, 2, 2, dict(masking=True, mask_min=0.2)),
     (2, 1, 0, dict(masking=True, deallocation=True)),
     (2, 2, 3, dict(masking=True, deallocation=True, mask_min=0.1, fixed_allocation_gates=0.0)),
+    (1, 1, 0, dict(sharpness=True)), (3, 2, 2, dict(sharpness=True)),
+    (2, 2, 0, dict(masking=True, deallocation=True, sharpness=True)),
+    (4, 3, 1, dict(masking=True, deallocation=True, sharpness=True, mask_min=0.05)),
 ])
-def test_fused_runs_masking_and_deallocation_as_plain(reads, writes, chunk, extra):
-    # DNC-MD: masked content addressing ("M", every read and write head) and the
-    # retention erasing freed rows ("D") inside the kernel: forward, recomputed
-    # chunks and backward agree with the plain path, masks' gradients included.
+def test_fused_runs_masking_deallocation_sharpness_as_plain(reads, writes, chunk, extra):
+    # DNC-MDS: masked content addressing ("M", every read and write head), the
+    # retention erasing freed rows ("D") and sharpened forward / backward
+    # weightings ("S") inside the kernel: forward, recomputed chunks and backward
+    # agree with the plain path, the masks' and exponents' gradients included.
     plain, fast = _pair("auto", torch.float64, num_reads=reads, num_writes=writes, clip=2.0,
                         backward_chunk=chunk, **extra)
     assert fast._kernel_applies()

@@ -218,9 +218,10 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match="mask_min: needs masking=True"):
         DNCConfig(mask_min=0.1)
     with pytest.raises(ValueError, match="implementation: 'fused' runs the paper's DNC .with "
-                                         "masking and de-allocation at most.; with sharpness use 'auto'"):
-        DNCConfig(masking=True, sharpness=True, implementation="fused")
-    DNCConfig(masking=True, deallocation=True, implementation="fused")  # DNC-MD runs fused
+                                         "masking, de-allocation and sharpness.; with "
+                                         "layer_norm use 'auto'"):
+        DNCConfig(masking=True, layer_norm=True, implementation="fused")
+    DNCConfig(masking=True, deallocation=True, sharpness=True, implementation="fused")  # fused
 
 
 def test_variants_from_the_command_line(tmp_path):

@@ -100,8 +100,8 @@ class DNCConfig(fields.ConfigIO):
             raise ValueError("implementation: 'fused' needs controller='lstm' with num_layers=1, "
                              f"got controller={self.controller!r}, num_layers={self.num_layers}")
         if self.implementation == "fused" and self.variant_options():
-            raise ValueError("implementation: 'fused' runs the paper's DNC (with masking and "
-                             "de-allocation at most); with "
+            raise ValueError("implementation: 'fused' runs the paper's DNC (with masking, "
+                             "de-allocation and sharpness); with "
                              f"{', '.join(self.variant_options())} use 'auto' (the plain path)")
         if self.implementation == "fused" and self.num_reads > fused.MAX_READS:
             raise ValueError(f"implementation: 'fused' handles num_reads <= {fused.MAX_READS}, "
@@ -114,8 +114,8 @@ class DNCConfig(fields.ConfigIO):
 
     def variant_options(self) -> list[str]:
         """The options that the fused kernel does not run (masking, de-allocation,
-        bypass dropout and held free / allocation gates it does)."""
-        return [name for name, on in (("sharpness", self.sharpness), ("layer_norm", self.layer_norm),
+        sharpness, bypass dropout and held free / allocation gates it does)."""
+        return [name for name, on in (("layer_norm", self.layer_norm),
                                       ("temporal_links=False", not self.temporal_links),
                                       ("bidirectional", self.bidirectional))
                 if on]
@@ -201,7 +201,7 @@ class DNC(RecurrentMemoryModel):
                   empty if keep is None else keep)
         oneplus = c.strength_activation == "oneplus"
         options = (float(c.fixed_free_gates), float(c.fixed_allocation_gates), bool(c.deallocation),
-                   bool(c.masking), float(c.mask_min))
+                   bool(c.masking), float(c.mask_min), bool(c.sharpness))
         hidden, read_sequence, h, cell, *memory = fused.run(
             inputs, float(c.clip), oneplus, int(chunk),
             lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus, options), options)
@@ -231,15 +231,15 @@ def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, li
     """The fused kernel's recurrence (same inputs and outputs) with PyTorch ops,
     differentiable to any order: what gradients of gradients go through.
     ``options``: (free gates held at, allocation gates held at, deallocation,
-    masking, mask_min) as `torchdnc.kernels.fused.run` takes them."""
+    masking, mask_min, sharpness) as `torchdnc.kernels.fused.run` takes them."""
     R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
     state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
     hidden, cell, reads = h0, c0, r0
     hiddens, all_reads = [], []
     strength = "oneplus" if oneplus else "softplus"
-    deallocation, masking, mask_min = options[2:]
+    deallocation, masking, mask_min, sharpness = options[2:]
     held = dict(zip(("free_gates", "allocation_gates"), options[:2]))
-    memory_options = MemoryOptions(masking=bool(masking), deallocation=bool(deallocation))
+    memory_options = MemoryOptions(bool(masking), bool(deallocation), bool(sharpness))
     for t in range(projected.shape[1]):
         gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
         new_hidden, new_cell = lstm_cell(gates, cell, clip)

@@ -174,9 +174,9 @@ def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, elemen
 # w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors,
 # keep ([B, T] bool or empty).
 NUM_INPUTS = 14
-# (free gates held at, allocation gates held at, deallocation, masking, mask_min):
-# the paper's DNC.
-NO_OPTIONS = (-1.0, -1.0, False, False, 0.0)
+# (free gates held at, allocation gates held at, deallocation, masking, mask_min,
+# sharpness): the paper's DNC.
+NO_OPTIONS = (-1.0, -1.0, False, False, 0.0, False)
 
 
 class FusedRecurrence(torch.autograd.Function):
@@ -248,11 +248,12 @@ def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, refe
         reference: ``reference(*inputs)`` gives the same outputs with PyTorch
             ops; used only for gradients of gradients.
         options: (free gates, allocation gates, deallocation, masking,
-            mask_min): the gates held at these values instead of learned, -1
-            for learned (the running-out-of-memory ablations); deallocation:
-            the free gates' retention also erases the freed rows (DNC-MD's
-            "D"); masking: masked content addressing ("M") with masks floored
-            at mask_min.
+            mask_min, sharpness): the gates held at these values instead of
+            learned, -1 for learned (the running-out-of-memory ablations);
+            deallocation: the free gates' retention also erases the freed rows
+            (DNC-MDS's "D"); masking: masked content addressing ("M") with
+            masks floored at mask_min; sharpness: sharpened forward / backward
+            weightings ("S").
 
     Returns:
         (hidden [B, T, H], reads [B, T, R, W], h_T, c_T, and the six final

@@ -23,6 +23,7 @@ namespace {
 
 constexpr double kSimilarityEps = 1e-6;  // torchdnc.addressing.SIMILARITY_EPSILON
 constexpr double kAllocationEps = 1e-6;  // torchdnc.addressing.ALLOCATION_EPSILON
+constexpr double kSharpnessEps = 1e-6;   // torchdnc.addressing.SHARPNESS_EPSILON
 constexpr int64_t kMaxReads = 64;         // fused.py sends larger R to the plain path
 
 struct Dims {
@@ -39,6 +40,9 @@ struct Dims {
   // [mask_min, 1], at the end of the interface.
   bool masking = false;
   double mask_min = 0;
+  // Sharpness control ("S"): forward / backward weightings sharpened by one
+  // exponent per read head each, at the very end of the interface.
+  bool sharpness = false;
   int64_t RW() const { return R * W; }
 };
 
@@ -46,7 +50,7 @@ struct Dims {
 struct Layout {
   int64_t read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
       free_gates, allocation_gates, write_gates, read_modes, read_masks = -1, write_masks = -1,
-      size;
+      forward_sharpness = -1, backward_sharpness = -1, size;
   explicit Layout(const Dims& d) {
     int64_t o = 0;
     read_keys = o; o += d.R * d.W;
@@ -62,6 +66,10 @@ struct Layout {
     if (d.masking) {  // torchdnc.memory.split_interface: masks after the read modes
       read_masks = o; o += d.R * d.W;
       write_masks = o; o += d.K * d.W;
+    }
+    if (d.sharpness) {  // then the sharpness exponents
+      forward_sharpness = o; o += d.R;
+      backward_sharpness = o; o += d.R;
     }
     size = o;
   }
@@ -148,6 +156,7 @@ template <typename T> struct Parsed {
   const T* erase; const T* write_vectors; const T* free_gates; const T* allocation_gates;
   const T* write_gates; const T* read_modes;
   const T* read_masks = nullptr; const T* write_masks = nullptr;  // masking only
+  const T* forward_sharpness = nullptr; const T* backward_sharpness = nullptr;  // sharpness only
   void parse(const T* xi, const Dims& d, const Layout& lay) {
     v.assign(xi, xi + lay.size);
     T* p = v.data();
@@ -185,6 +194,12 @@ template <typename T> struct Parsed {
       }
       read_masks = p + lay.read_masks;
       write_masks = p + lay.write_masks;
+    }
+    if (d.sharpness) {  // oneplus, whatever the strengths use
+      for (int64_t i = lay.forward_sharpness; i < lay.forward_sharpness + 2 * d.R; ++i)
+        p[i] = T(1) + softplus(xi[i]);
+      forward_sharpness = p + lay.forward_sharpness;
+      backward_sharpness = p + lay.backward_sharpness;
     }
     read_keys = p + lay.read_keys; read_strengths = p + lay.read_strengths;
     write_keys = p + lay.write_keys; write_strengths = p + lay.write_strengths;
@@ -349,6 +364,40 @@ T head_content_backward(const T* memory, const T* norms, const T* key, const T* 
     dmask[w] += masked.dkey[w] * key[w];
   }
   return dstrength;
+}
+
+// Sharpened directional weighting (Csordas & Schmidhuber 2019, section 3.3;
+// torchdnc.addressing.sharpen): z = ((d + eps) / max(d + eps))^s, normalised.
+template <typename T>
+void sharpen(const T* weights, int64_t N, T exponent, T* out) {
+  T mx = weights[0] + T(kSharpnessEps);
+  for (int64_t n = 1; n < N; ++n) mx = std::max(mx, weights[n] + T(kSharpnessEps));
+  T sum = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    out[n] = std::pow((weights[n] + T(kSharpnessEps)) / mx, exponent);
+    sum += out[n];
+  }
+  for (int64_t n = 0; n < N; ++n) out[n] = out[n] / sum;
+}
+
+// Backward of sharpen given its output z and upstream dz: adds d weights into
+// dweights, returns d exponent. z = x^s / sum x^s (x = d + eps; the max cancels),
+// so dx_j = s z_j (dz_j - <dz, z>) / x_j and ds = sum_j z_j log(x_j / max x) (dz_j - <dz, z>).
+template <typename T>
+T sharpen_backward(const T* weights, int64_t N, T exponent, const T* z, const T* dz, T* dweights) {
+  T inner = 0, mx = weights[0] + T(kSharpnessEps);
+  for (int64_t n = 0; n < N; ++n) {
+    inner += dz[n] * z[n];
+    mx = std::max(mx, weights[n] + T(kSharpnessEps));
+  }
+  T dexponent = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const T x = weights[n] + T(kSharpnessEps);
+    const T centred = z[n] * (dz[n] - inner);
+    dweights[n] += exponent * centred / x;
+    dexponent += centred * std::log(x / mx);
+  }
+  return dexponent;
 }
 
 // One head's allocation from usage s (Methods, dynamic memory allocation).
@@ -526,7 +575,7 @@ void link_and_directions_any(T* link, const T* precedence, const T* ww, const T*
 
 template <typename T> struct Workspace {
   Parsed<T> parsed;
-  std::vector<T> a, b, c, d, e, norms_old, norms_new, psi;
+  std::vector<T> a, b, c, d, e, norms_old, norms_new, psi, sharp_fw, sharp_bw;
   Masked<T> masked;
 };
 
@@ -604,15 +653,30 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
     head_content(M, ws.norms_new.data(), P.read_keys + r * W,
                  d.masking ? P.read_masks + r * W : nullptr, P.read_strengths[r], N, W,
                  rcontent + r * N, ws.masked, ws.b);
-  // 8. read weights and read vectors.
+  // 8. read weights (from the sharpened forward / backward weightings with
+  // sharpness; the saved ones stay unsharpened) and read vectors.
+  const T* fmix = fw;
+  const T* bmix = bw;
+  if (d.sharpness) {
+    ws.sharp_fw.resize(R * K * N);
+    ws.sharp_bw.resize(R * K * N);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t at = (r * K + k) * N;
+        sharpen(fw + at, N, P.forward_sharpness[r], ws.sharp_fw.data() + at);
+        sharpen(bw + at, N, P.backward_sharpness[r], ws.sharp_bw.data() + at);
+      }
+    fmix = ws.sharp_fw.data();
+    bmix = ws.sharp_bw.data();
+  }
   T* wr_new = s.read_weights + (t1 * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
   for (int64_t r = 0; r < R; ++r) {
     const T* pi = P.read_modes + r * modes;
     for (int64_t n = 0; n < N; ++n) {
       T back = 0, fore = 0;
-      for (int64_t k = 0; k < K; ++k) back += pi[k] * bw[(r * K + k) * N + n];
-      for (int64_t k = 0; k < K; ++k) fore += pi[K + 1 + k] * fw[(r * K + k) * N + n];
+      for (int64_t k = 0; k < K; ++k) back += pi[k] * bmix[(r * K + k) * N + n];
+      for (int64_t k = 0; k < K; ++k) fore += pi[K + 1 + k] * fmix[(r * K + k) * N + n];
       wr_new[r * N + n] = back + pi[K] * rcontent[r * N + n] + fore;
     }
     T* out = reads + r * W;
@@ -711,12 +775,12 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
     double clip, bool oneplus, int64_t chunk, bool store, int64_t threads, double fixed_free,
-    double fixed_allocation, bool deallocation, bool masking, double mask_min) {
+    double fixed_allocation, bool deallocation, bool masking, double mask_min, bool sharpness) {
   check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
   Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
-         deallocation, masking, mask_min};
+         deallocation, masking, mask_min, sharpness};
   Layout lay(d);
   TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
   auto opts = projected.options();
@@ -1065,16 +1129,39 @@ _Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) row[w] += wv * drr[w];
     }
   }
+  if (d.sharpness) {  // the mixed weightings are the sharpened ones
+    ws.sharp_fw.resize(R * K * N);
+    ws.sharp_bw.resize(R * K * N);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t at = (r * K + k) * N;
+        sharpen(fw + at, N, P.forward_sharpness[r], ws.sharp_fw.data() + at);
+        sharpen(bw + at, N, P.backward_sharpness[r], ws.sharp_bw.data() + at);
+      }
+  }
+  const T* fmix = d.sharpness ? ws.sharp_fw.data() : fw;
+  const T* bmix = d.sharpness ? ws.sharp_bw.data() : bw;
   for (int64_t r = 0; r < R; ++r) {
     const T* pi = P.read_modes + r * modes;
     T* dpi = g.data() + lay.read_modes + r * modes;
     const T* dw = dwr_t.data() + r * N;
     for (int64_t k = 0; k < K; ++k) {
-      dpi[k] = dot(dw, bw + (r * K + k) * N, N);
-      dpi[K + 1 + k] = dot(dw, fw + (r * K + k) * N, N);
+      dpi[k] = dot(dw, bmix + (r * K + k) * N, N);
+      dpi[K + 1 + k] = dot(dw, fmix + (r * K + k) * N, N);
       for (int64_t n = 0; n < N; ++n) {
         dbw[(r * K + k) * N + n] = pi[k] * dw[n];
         dfw[(r * K + k) * N + n] = pi[K + 1 + k] * dw[n];
+      }
+      if (d.sharpness) {  // through the sharpening, into the unsharpened weightings
+        const int64_t at = (r * K + k) * N;
+        ws.e.assign(N, T(0));
+        g[lay.backward_sharpness + r] += sharpen_backward(
+            bw + at, N, P.backward_sharpness[r], bmix + at, dbw.data() + at, ws.e.data());
+        std::copy(ws.e.begin(), ws.e.end(), dbw.data() + at);
+        ws.e.assign(N, T(0));
+        g[lay.forward_sharpness + r] += sharpen_backward(
+            fw + at, N, P.forward_sharpness[r], fmix + at, dfw.data() + at, ws.e.data());
+        std::copy(ws.e.begin(), ws.e.end(), dfw.data() + at);
       }
     }
     dpi[K] = dot(dw, rcontent + r * N, N);
@@ -1267,6 +1354,7 @@ _Pragma("omp simd")
   if (d.fixed_allocation >= 0)
     std::fill(dxi + lay.allocation_gates, dxi + lay.allocation_gates + K, T(0));
   sigmoid_back(lay.write_gates, K);
+  if (d.sharpness) strength_back(lay.forward_sharpness, 2 * R);  // oneplus
   if (d.masking) {  // m = sigmoid(x) (1 - mask_min) + mask_min
     for (int64_t i = lay.read_masks; i < lay.read_masks + (R + K) * W; ++i) {
       const T y = sigmoid(xi[i]);
@@ -1288,7 +1376,7 @@ std::vector<torch::Tensor> fused_backward(
     torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
     std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
     double clip, bool oneplus, int64_t chunk, int64_t threads, double fixed_free,
-    double fixed_allocation, bool deallocation, bool masking, double mask_min) {
+    double fixed_allocation, bool deallocation, bool masking, double mask_min, bool sharpness) {
   auto hidden = saved[0], cell = saved[1], cell_raw = saved[2], gates = saved[3], xis = saved[4],
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
@@ -1297,7 +1385,7 @@ std::vector<torch::Tensor> fused_backward(
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
   const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
   Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
-         deallocation, masking, mask_min};
+         deallocation, masking, mask_min, sharpness};
   Layout lay(d);
   auto opts = gates.options();
   const bool masked = keep.numel() > 0;
