@@ -44,6 +44,13 @@ EXPERIMENTS: dict[str, str] = {
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0 --threads=1",
     "shortest_path-quick": "shortest_path --preset quick --seed=0 --threads=1",
     "inference-quick": "inference --preset quick --seed=0 --threads=1",
+    # The successors against the DNC, same preset, budget and seeds (fused kernel for both).
+    **{f"variants-ar-{v}-{s}": f"associative_recall --preset full --variant {v} --seed={s} --threads=1"
+       for v in ("dnc", "dnc-md") for s in range(3)},
+    # Priority sort at its first curriculum level (5 inputs -> 4 outputs), fixed.
+    **{f"priority_sort-small-{v}": "priority_sort --preset full --task.num_inputs=5 "
+       f"--task.num_outputs=4 --curriculum=false --iterations=8000 --eval_interval=500 "
+       f"--variant {v} --seed=0 --threads=1" for v in ("dnc", "dnc-md")},
     # Mini-SHRDLU, DNC against an LSTM of about the same parameter count.
     **{f"shrdlu-quick-{s}": f"shrdlu --preset quick --seed={s} --threads=1" for s in range(3)},
     **{f"shrdlu-quick-lstm-{s}": f"shrdlu --preset quick --model=lstm --seed={s} --threads=1"

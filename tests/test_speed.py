@@ -40,6 +40,14 @@ def _loss(y, state, weights):
             + state.controller.hidden.sum() + state.controller.cell.square().sum())
 
 
+def _leaf_state(state):
+    """A copy of ``state`` whose tensors are leaves that want gradients."""
+    state = state.detach()
+    return type(state)(*[type(p)(*[t.clone().requires_grad_(True) for t in p])
+                         if not isinstance(p, torch.Tensor) else p.clone().requires_grad_(True)
+                         for p in state])
+
+
 def _check(plain, other, x, mask=None, state=None, tol=1e-10):
     torch.manual_seed(1)
     y1, s1 = plain(x, state=state, mask=mask)
@@ -92,11 +100,7 @@ def test_fused_continues_from_a_state_with_gradient():
     plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=1.0)
     x = torch.randn(3, 4, 5, dtype=torch.float64)
     _, start = plain(x)  # a non-trivial state; its tensors carry gradient to the weights
-    start = start.detach()
-    start = type(start)(*[type(p)(*[t.clone().requires_grad_(True) for t in p])
-                          if not isinstance(p, torch.Tensor) else p.clone().requires_grad_(True)
-                          for p in start])
-    _check(plain, fast, torch.randn(3, 6, 5, dtype=torch.float64), state=start)
+    _check(plain, fast, torch.randn(3, 6, 5, dtype=torch.float64), state=_leaf_state(start))
 
 
 @needs_fused
@@ -458,11 +462,7 @@ def test_fused_runs_masking_deallocation_sharpness_as_plain(reads, writes, chunk
     x = torch.randn(3, 9, 5, dtype=torch.float64, requires_grad=True)
     _check(plain, fast, x, mask=torch.rand(3, 9) > 0.2)
     _, start = plain(x.detach())  # continue from a used memory, gradients into the state too
-    start = start.detach()
-    start = type(start)(*[type(p)(*[t.clone().requires_grad_(True) for t in p])
-                          if not isinstance(p, torch.Tensor) else p.clone().requires_grad_(True)
-                          for p in start])
-    _check(plain, fast, torch.randn(3, 5, 5, dtype=torch.float64), state=start)
+    _check(plain, fast, torch.randn(3, 5, 5, dtype=torch.float64), state=_leaf_state(start))
 
 
 @needs_fused

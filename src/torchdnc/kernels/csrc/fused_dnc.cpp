@@ -579,6 +579,24 @@ template <typename T> struct Workspace {
   Masked<T> masked;
 };
 
+// The sharpened forward / backward weightings of every (read head, write head)
+// pair into the workspace; *fmix / *bmix point at them.
+template <typename T>
+void sharpen_all(const T* fw, const T* bw, const Dims& d, const Parsed<T>& P, Workspace<T>& ws,
+                 const T** fmix, const T** bmix) {
+  const int64_t R = d.R, K = d.K, N = d.N;
+  ws.sharp_fw.resize(R * K * N);
+  ws.sharp_bw.resize(R * K * N);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t at = (r * K + k) * N;
+      sharpen(fw + at, N, P.forward_sharpness[r], ws.sharp_fw.data() + at);
+      sharpen(bw + at, N, P.backward_sharpness[r], ws.sharp_bw.data() + at);
+    }
+  *fmix = ws.sharp_fw.data();
+  *bmix = ws.sharp_bw.data();
+}
+
 // One memory step of one batch element, in place on (M, u, L, p, wr, ww). The
 // step's quantities go to the saved slots `t` (per-step arrays) and `t1` (the
 // [T+1] arrays of states after each step): t and t + 1 when the backward will
@@ -657,18 +675,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   // sharpness; the saved ones stay unsharpened) and read vectors.
   const T* fmix = fw;
   const T* bmix = bw;
-  if (d.sharpness) {
-    ws.sharp_fw.resize(R * K * N);
-    ws.sharp_bw.resize(R * K * N);
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t at = (r * K + k) * N;
-        sharpen(fw + at, N, P.forward_sharpness[r], ws.sharp_fw.data() + at);
-        sharpen(bw + at, N, P.backward_sharpness[r], ws.sharp_bw.data() + at);
-      }
-    fmix = ws.sharp_fw.data();
-    bmix = ws.sharp_bw.data();
-  }
+  if (d.sharpness) sharpen_all(fw, bw, d, P, ws, &fmix, &bmix);
   T* wr_new = s.read_weights + (t1 * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
   for (int64_t r = 0; r < R; ++r) {
@@ -1129,18 +1136,9 @@ _Pragma("omp simd")
       for (int64_t w = 0; w < W; ++w) row[w] += wv * drr[w];
     }
   }
-  if (d.sharpness) {  // the mixed weightings are the sharpened ones
-    ws.sharp_fw.resize(R * K * N);
-    ws.sharp_bw.resize(R * K * N);
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t at = (r * K + k) * N;
-        sharpen(fw + at, N, P.forward_sharpness[r], ws.sharp_fw.data() + at);
-        sharpen(bw + at, N, P.backward_sharpness[r], ws.sharp_bw.data() + at);
-      }
-  }
-  const T* fmix = d.sharpness ? ws.sharp_fw.data() : fw;
-  const T* bmix = d.sharpness ? ws.sharp_bw.data() : bw;
+  const T* fmix = fw;  // the mixed weightings: the sharpened ones with sharpness
+  const T* bmix = bw;
+  if (d.sharpness) sharpen_all(fw, bw, d, P, ws, &fmix, &bmix);
   for (int64_t r = 0; r < R; ++r) {
     const T* pi = P.read_modes + r * modes;
     T* dpi = g.data() + lay.read_modes + r * modes;
