@@ -209,10 +209,25 @@ def _primary_metric(run_dir: Path) -> str:
     return TASKS[task].primary_metric if task in TASKS else "loss"
 
 
+def _minutes_at(records: list[dict], step: int) -> float:
+    """Wall-clock minutes of training up to ``step``, from the training records'
+    rates (each the steps since the previous record over the time since it,
+    evaluations included)."""
+    seconds, last = 0.0, 0
+    for r in records:
+        if r["kind"] != "train" or r["step"] <= last or not r.get("it_per_s"):
+            continue
+        if r["step"] > step:
+            break
+        seconds += (r["step"] - last) / r["it_per_s"]
+        last = r["step"]
+    return seconds / 60
+
+
 def lessons(name: str) -> str:
     """Curriculum progress of one run from its validation records: per lesson,
     the evaluations made there, the best and last validation result, and the step
-    at which the lesson was passed."""
+    (and wall-clock minute) at which the lesson was passed."""
     run_dir = RUNS / name
     records = _records(run_dir)
     if not records:
@@ -223,14 +238,14 @@ def lessons(name: str) -> str:
     passed = {r["level"] - 1: r["step"] for r in records if r["kind"] == "level"}
     end = [r for r in records if r["kind"] == "end"][-1:]
     lines = [f"`{command(name)}`" if name in EXPERIMENTS else f"`{run_dir}`", "",
-             f"| lesson | setting | evaluations | best {metric} | last {metric} | passed at step |",
+             f"| lesson | setting | evaluations | best {metric} | last {metric} | passed at step (time) |",
              "|---|---|---|---|---|---|"]
     levels = sorted({r["level"] for r in records if r["kind"] == "eval"})
     for level in levels:
         values = [r[metric] for r in records if r["kind"] == "eval" and r["level"] == level]
         setting = settings[level] if level < len(settings) else ""
         if level in passed:
-            status = str(passed[level])
+            status = f"{passed[level]} ({_minutes_at(records, passed[level]):.1f} min)"
         elif end and end[0].get("solved"):
             status = f"{end[0]['step']} (solved)"
         else:

@@ -185,12 +185,12 @@ def test_a_share_of_training_episodes_comes_from_earlier_lessons():
 def test_evaluation_grid_over_goals_and_constraints():
     task = ShrdluTask(curriculum="quick")
     grid = task.generalisation()
-    assert len(grid) == 9 and "3 goals, up to 2 constraints" in grid
+    assert len(grid) == 8 and "4 goals, up to 2 constraints" in grid
     for name, params in grid.items():
         goals, constraints = int(name[0]), int(name.split("up to ")[1][0])
         problems = task.problems(16, torch.Generator().manual_seed(0), **params)
         assert (problems.letters >= 0).sum(1).eq(goals).all()
-        assert (problems.blocks == 4).all()
+        assert (problems.blocks == 3).all()
         per_goal = problems.valid.sum(-1)[(problems.letters >= 0)]
         assert per_goal.max() <= constraints and per_goal.min() >= 1
         assert per_goal.float().mean() >= constraints - 0.9  # fewer only where a board allows no more
