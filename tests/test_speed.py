@@ -85,8 +85,9 @@ def test_fused_equals_plain_float64(reads, writes, clip, masked, chunk, strength
 
 
 @needs_fused
-def test_fused_equals_plain_float32():
-    plain, fast = _pair("fused", torch.float32, num_reads=4, num_writes=1, clip=20.0)
+@pytest.mark.parametrize("variant", [{}, dict(masking=True, deallocation=True, sharpness=True)])
+def test_fused_equals_plain_float32(variant):
+    plain, fast = _pair("fused", torch.float32, num_reads=4, num_writes=1, clip=20.0, **variant)
     plain.float(), fast.float()
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.3)
