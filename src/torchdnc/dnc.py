@@ -200,8 +200,9 @@ class DNC(RecurrentMemoryModel):
                   controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
                   empty if keep is None else keep)
         oneplus = c.strength_activation == "oneplus"
-        options = (float(c.fixed_free_gates), float(c.fixed_allocation_gates), bool(c.deallocation),
-                   bool(c.masking), float(c.mask_min), bool(c.sharpness))
+        options = fused.KernelOptions(float(c.fixed_free_gates), float(c.fixed_allocation_gates),
+                                      bool(c.deallocation), bool(c.masking), float(c.mask_min),
+                                      bool(c.sharpness))
         hidden, read_sequence, h, cell, *memory = fused.run(
             inputs, float(c.clip), oneplus, int(chunk),
             lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus, options), options)
@@ -227,25 +228,23 @@ class DNC(RecurrentMemoryModel):
 
 def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
                      read_weights, write_weights, keep, clip: float, oneplus: bool,
-                     options: tuple = fused.NO_OPTIONS):
+                     options: fused.KernelOptions = fused.NO_OPTIONS):
     """The fused kernel's recurrence (same inputs and outputs) with PyTorch ops,
     differentiable to any order: what gradients of gradients go through.
-    ``options``: (free gates held at, allocation gates held at, deallocation,
-    masking, mask_min, sharpness) as `torchdnc.kernels.fused.run` takes them."""
+    ``options``: the `torchdnc.kernels.fused.KernelOptions` the kernel takes."""
     R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
     state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
     hidden, cell, reads = h0, c0, r0
     hiddens, all_reads = [], []
     strength = "oneplus" if oneplus else "softplus"
-    deallocation, masking, mask_min, sharpness = options[2:]
-    held = dict(zip(("free_gates", "allocation_gates"), options[:2]))
-    memory_options = MemoryOptions(bool(masking), bool(deallocation), bool(sharpness))
+    held = {"free_gates": options.fixed_free, "allocation_gates": options.fixed_allocation}
+    memory_options = MemoryOptions(options.masking, options.deallocation, options.sharpness)
     for t in range(projected.shape[1]):
         gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
         new_hidden, new_cell = lstm_cell(gates, cell, clip)
         interface, extras = floor_and_hold(
             *split_interface(F.linear(new_hidden, w_xi, b_xi), R, W, K, strength, memory_options),
-            mask_min, held)
+            options.mask_min, held)
         new_state, new_reads = memory_step(state, interface, memory_options, extras)
         on = keep[:, t] if keep.numel() else None
         hidden, cell, reads, state = carry_where(on, (new_hidden, new_cell, new_reads, new_state),

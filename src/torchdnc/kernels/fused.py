@@ -36,6 +36,7 @@ import platform
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -174,9 +175,21 @@ def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, elemen
 # w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors,
 # keep ([B, T] bool or empty).
 NUM_INPUTS = 14
-# (free gates held at, allocation gates held at, deallocation, masking, mask_min,
-# sharpness): the paper's DNC.
-NO_OPTIONS = (-1.0, -1.0, False, False, 0.0, False)
+class KernelOptions(NamedTuple):
+    """What the kernel runs besides the paper's DNC, in the order its entry points
+    take them: the free / allocation gates held at a value (-1: learned; the
+    running-out-of-memory ablations), de-allocation ("D"), masked content
+    addressing ("M") with its floor, sharpness ("S")."""
+
+    fixed_free: float = -1.0
+    fixed_allocation: float = -1.0
+    deallocation: bool = False
+    masking: bool = False
+    mask_min: float = 0.0
+    sharpness: bool = False
+
+
+NO_OPTIONS = KernelOptions()  # the paper's DNC
 
 
 class FusedRecurrence(torch.autograd.Function):
@@ -218,7 +231,7 @@ class FusedRecurrence(torch.autograd.Function):
 
 
 def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool,
-                    options: tuple = NO_OPTIONS):
+                    options: KernelOptions = NO_OPTIONS):
     ext = load_extension()
     projected, w_cat, w_xi, b_xi, h0, c0, r0 = (t.contiguous() for t in inputs[:7])
     memory_state, keep = inputs[7:13], inputs[13]
@@ -238,7 +251,7 @@ def _recomputed_gradients(reference, inputs, grads):
 
 
 def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, reference,
-        options: tuple = NO_OPTIONS):
+        options: KernelOptions = NO_OPTIONS):
     """The recurrence over the whole sequence.
 
     Args:
@@ -247,13 +260,7 @@ def run(inputs: tuple[Tensor, ...], clip: float, oneplus: bool, chunk: int, refe
             (else softplus). chunk: recompute chunk (0: the triangular schedule).
         reference: ``reference(*inputs)`` gives the same outputs with PyTorch
             ops; used only for gradients of gradients.
-        options: (free gates, allocation gates, deallocation, masking,
-            mask_min, sharpness): the gates held at these values instead of
-            learned, -1 for learned (the running-out-of-memory ablations);
-            deallocation: the free gates' retention also erases the freed rows
-            (DNC-MDS's "D"); masking: masked content addressing ("M") with
-            masks floored at mask_min; sharpness: sharpened forward / backward
-            weightings ("S").
+        options: `KernelOptions` (held gates, the successors' switches).
 
     Returns:
         (hidden [B, T, H], reads [B, T, R, W], h_T, c_T, and the six final
