@@ -291,7 +291,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "task.curriculum": "quick", "task.entropy_cost": 0.02, "dnc.hidden_size": 64,
             "dnc.memory_size": 16,
             "dnc.word_size": 16, "dnc.num_reads": 2, "optimizer": "adam", "lr": 3e-3,
-            "batch_size": 32, "iterations": 20000, "curriculum_threshold": 0.15,
+            "batch_size": 32, "iterations": 40000, "curriculum_threshold": 0.15,
             "eval_interval": 100, "eval_batches": 5, "checkpoint_interval": 500,
         },
     },
