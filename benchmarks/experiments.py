@@ -47,6 +47,17 @@ EXPERIMENTS: dict[str, str] = {
     # The successors against the DNC, same preset, budget and seeds (fused kernel for both).
     **{f"variants-ar-{v}-{s}": f"associative_recall --preset full --variant {v} --seed={s} --threads=1"
        for v in ("dnc", "dnc-md") for s in range(3)},
+    # Csordás & Schmidhuber's repeated copy (their code's `repeat_copy` profile: 1-8 copies
+    # of 2-14 8-bit vectors in one sequence, memory 16 x 16, LSTM 32, one read head):
+    # the memory must be freed and reused between copies. Same budget for every model.
+    **{f"variants-rcopy-{v}-{s}": "copy --preset full --task.min_blocks=1 --task.max_blocks=8 "
+       "--task.min_length=2 --task.max_length=14 --curriculum=false --dnc.hidden_size=32 "
+       "--dnc.memory_size=16 --dnc.word_size=16 --dnc.num_reads=1 --iterations=12000 "
+       f"--eval_interval=500 --variant {v} --seed={s} --threads=1"
+       for v in ("dnc", "dnc-mds") for s in range(3)},
+    # A bAbI subset (tasks 1, 2, 3, 4, 15, 16) at the quick size, same budget.
+    **{f"variants-babi-{v}-{s}": "babi --preset quick --tasks=1,2,3,4,15,16 --iterations=25000 "
+       f"--variant {v} --seed={s} --threads=1" for v in ("dnc", "dnc-md") for s in range(3)},
     # Priority sort at its first curriculum level (5 inputs -> 4 outputs), fixed.
     **{f"priority_sort-small-{v}": "priority_sort --preset full --task.num_inputs=5 "
        f"--task.num_outputs=4 --curriculum=false --iterations=8000 --eval_interval=500 "
@@ -136,25 +147,43 @@ def table(names: list[str]) -> str:
 
 
 def babi_table(names: list[str]) -> str:
-    """Per-task test error of several bAbI runs side by side, beside the paper's."""
-    reports = {}
+    """Per-task test error of several bAbI runs side by side, beside the paper's.
+    A name ``GROUP=RUN,RUN,...`` is one column: mean ± s.d. over its runs (seeds)."""
+    import statistics
+
+    def cell(values: list[float], single: str = ".1f") -> str:
+        if not values:
+            return "not run"
+        if len(values) == 1:
+            return f"{values[0]:{single}}"
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    columns: dict[str, list[dict]] = {}
     for name in names:
-        path = RUNS / name / "eval.json"
-        reports[name] = json.loads(path.read_text())["per_task"] if path.exists() else None
-    head = "| task | " + " | ".join(f"{n} (%)" for n in names) + " | paper DNC1 (%) | paper LSTM (%) |"
-    lines = [head, "|---|" + "---:|" * len(names) + "---:|---:|"]
-    rows = next((r["rows"] for r in reports.values() if r), [])
+        label, _, runs = name.partition("=")
+        paths = [RUNS / run / "eval.json" for run in (runs.split(",") if runs else [label])]
+        columns[label] = [json.loads(p.read_text())["per_task"] for p in paths if p.exists()]
+    head = "| task | " + " | ".join(f"{n} (%)" for n in columns) + " | paper DNC1 (%) | paper LSTM (%) |"
+    lines = [head, "|---|" + "---:|" * len(columns) + "---:|---:|"]
+    rows = next((found[0]["rows"] for found in columns.values() if found), [])
     for i, row in enumerate(rows):
-        cells = [f"{r['rows'][i]['error_percent']:.1f}" if r else "not run" for r in reports.values()]
+        cells = [cell([r["rows"][i]["error_percent"] for r in found]) for found in columns.values()]
         lstm = "n/a" if row["paper_lstm_mean"] is None else \
             f"{row['paper_lstm_mean']} ± {row['paper_lstm_sd']}"
         note = " †" if row.get("note") else ""
         lines.append(f"| {row['task']}: {row['name']}{note} | " + " | ".join(cells) +
                      f" | {row['paper_dnc1_mean']} ± {row['paper_dnc1_sd']} | {lstm} |")
-    means = [f"{r['mean_error_percent']:.1f}" if r else "" for r in reports.values()]
-    failed = [str(r["failed"]) if r else "" for r in reports.values()]
-    lines.append("| mean error | " + " | ".join(means) + " | 16.7 ± 7.6 | 27.3 ± 0.8 |")
-    lines.append("| failed tasks (error > 5%) | " + " | ".join(failed) + " | 11.2 ± 5.4 | 17.1 ± 1.0 |")
+    means = [cell([r["mean_error_percent"] for r in found]) for found in columns.values()]
+    failed = [cell([r["failed"] for r in found], "g") for found in columns.values()]
+    if len(rows) == 20:
+        paper_mean, paper_failed = "16.7 ± 7.6 | 27.3 ± 0.8", "11.2 ± 5.4 | 17.1 ± 1.0"
+    else:  # a subset: the mean of the paper's per-task means over these rows
+        dnc = statistics.mean(row["paper_dnc1_mean"] for row in rows) if rows else 0.0
+        lstm_means = [row["paper_lstm_mean"] for row in rows if row["paper_lstm_mean"] is not None]
+        lstm = f"{statistics.mean(lstm_means):.1f}" if len(lstm_means) == len(rows) else "n/a"
+        paper_mean, paper_failed = f"{dnc:.1f} | {lstm}", "n/a | n/a"
+    lines.append("| mean error | " + " | ".join(means) + f" | {paper_mean} |")
+    lines.append("| failed tasks (error > 5%) | " + " | ".join(failed) + f" | {paper_failed} |")
     return "\n".join(lines)
 
 
@@ -265,7 +294,8 @@ def main() -> int:
     table_parser.add_argument("names", nargs="*")
     lessons_parser = sub.add_parser("lessons", help="print a run's curriculum progress")
     lessons_parser.add_argument("names", nargs="*")
-    babi_parser = sub.add_parser("babi", help="per-task bAbI table of several runs")
+    babi_parser = sub.add_parser("babi", help="per-task bAbI table of several runs (RUN, or "
+                                              "GROUP=RUN,RUN,... for mean ± s.d.)")
     babi_parser.add_argument("names", nargs="*")
     grid_parser = sub.add_parser("grid", help="a metric per evaluation setting, mean over "
                                               "runs: GROUP=RUN,RUN,... per column")
