@@ -165,9 +165,13 @@ def babi_table(names: list[str]) -> str:
         columns[label] = [json.loads(p.read_text())["per_task"] for p in paths if p.exists()]
     head = "| task | " + " | ".join(f"{n} (%)" for n in columns) + " | paper DNC1 (%) | paper LSTM (%) |"
     lines = [head, "|---|" + "---:|" * len(columns) + "---:|---:|"]
-    rows = next((found[0]["rows"] for found in columns.values() if found), [])
-    for i, row in enumerate(rows):
-        cells = [cell([r["rows"][i]["error_percent"] for r in found]) for found in columns.values()]
+    reports = [r for found in columns.values() for r in found]
+    # The tasks some run was tested on (a subset run leaves the others empty).
+    rows = [(i, row) for i, row in enumerate(reports[0]["rows"] if reports else [])
+            if any(r["rows"][i]["error_percent"] is not None for r in reports)]
+    for i, row in rows:
+        cells = [cell([r["rows"][i]["error_percent"] for r in found
+                       if r["rows"][i]["error_percent"] is not None]) for found in columns.values()]
         lstm = "n/a" if row["paper_lstm_mean"] is None else \
             f"{row['paper_lstm_mean']} ± {row['paper_lstm_sd']}"
         note = " †" if row.get("note") else ""
@@ -178,8 +182,8 @@ def babi_table(names: list[str]) -> str:
     if len(rows) == 20:
         paper_mean, paper_failed = "16.7 ± 7.6 | 27.3 ± 0.8", "11.2 ± 5.4 | 17.1 ± 1.0"
     else:  # a subset: the mean of the paper's per-task means over these rows
-        dnc = statistics.mean(row["paper_dnc1_mean"] for row in rows) if rows else 0.0
-        lstm_means = [row["paper_lstm_mean"] for row in rows if row["paper_lstm_mean"] is not None]
+        dnc = statistics.mean(row["paper_dnc1_mean"] for _, row in rows) if rows else 0.0
+        lstm_means = [row["paper_lstm_mean"] for _, row in rows if row["paper_lstm_mean"] is not None]
         lstm = f"{statistics.mean(lstm_means):.1f}" if len(lstm_means) == len(rows) else "n/a"
         paper_mean, paper_failed = f"{dnc:.1f} | {lstm}", "n/a | n/a"
     lines.append("| mean error | " + " | ".join(means) + f" | {paper_mean} |")

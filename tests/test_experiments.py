@@ -49,6 +49,7 @@ def test_babi_table_groups_runs_into_mean_and_spread(experiments, tmp_path, monk
         rows = [{"task": t, "name": f"task{t}", "error_percent": e, "paper_dnc1_mean": 10.0 * t,
                  "paper_dnc1_sd": 1.0, "paper_lstm_mean": 20.0, "paper_lstm_sd": 1.0}
                 for t, e in zip((1, 2), errors)]
+        rows.append({**rows[0], "task": 3, "name": "task3", "error_percent": None})  # not trained
         return {"per_task": {"rows": rows, "mean_error_percent": sum(errors) / 2,
                              "failed": sum(e > 5 for e in errors)}}
 
