@@ -3,6 +3,7 @@
     python benchmarks/experiments.py run copy-quick copy-full ...   # train + eval
     python benchmarks/experiments.py table                        # Markdown from runs/
     python benchmarks/experiments.py lessons traversal-quick      # curriculum, lesson by lesson
+    python benchmarks/experiments.py curves dnc=RUN,RUN md=RUN --out fig.png  # curves side by side
 
 Each experiment is one `torchdnc train` command (with its seed) followed by
 `torchdnc eval`; the table is read back from the run directories
@@ -227,6 +228,15 @@ def grid(groups: dict[str, list[str]], metric: str) -> str:
     return "\n".join(lines)
 
 
+def curves(groups: dict[str, list[str]], metric: str, out: Path) -> Path:
+    """One figure: ``metric`` at every evaluation of every run, a colour per group."""
+    from torchdnc.viz import comparison_figure, save_figure
+
+    figure = comparison_figure({g: [_records(RUNS / n) for n in names] for g, names in groups.items()},
+                               metric)
+    return save_figure(figure, out)
+
+
 def _primary_metric(run_dir: Path) -> str:
     """The task's primary metric: from the evaluation report, else from the task
     named in the run's config (a run still training has no report)."""
@@ -305,10 +315,15 @@ def main() -> int:
                                               "runs: GROUP=RUN,RUN,... per column")
     grid_parser.add_argument("names", nargs="*", metavar="GROUP=RUNS")
     grid_parser.add_argument("--metric", default="success")
+    curves_parser = sub.add_parser("curves", help="a metric against iteration for several runs, "
+                                                  "GROUP=RUN,RUN,... per colour, as a PNG")
+    curves_parser.add_argument("names", nargs="*", metavar="GROUP=RUNS")
+    curves_parser.add_argument("--metric", default="bit_error")
+    curves_parser.add_argument("--out", type=Path, default=Path("curves.png"))
     args = parser.parse_args()
     names = args.names or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
-    if args.action in ("babi", "grid"):
+    if args.action in ("babi", "grid", "curves"):
         unknown = []
     if args.action == "lessons":  # any run directory under runs/ will do
         missing = [str(RUNS / n / "metrics.jsonl") for n in names
@@ -324,6 +339,9 @@ def main() -> int:
         print("\n\n".join(lessons(name) for name in names))
     elif args.action == "babi":
         print(babi_table(names))
+    elif args.action == "curves":
+        groups = {g: runs.split(",") for g, runs in (n.split("=", 1) for n in names)}
+        print(f"written: {curves(groups, args.metric, args.out)}")
     elif args.action == "grid":
         print(grid({g: runs.split(",") for g, runs in (n.split("=", 1) for n in names)},
                    args.metric))

@@ -64,3 +64,22 @@ def test_babi_table_groups_runs_into_mean_and_spread(experiments, tmp_path, monk
     # Two tasks, not twenty: the paper's columns are the mean of these rows' means.
     assert lines[4] == "| mean error | 6.0 | 9.0 ± 4.2 | 15.0 | 20.0 |"
     assert lines[5] == "| failed tasks (error > 5%) | 1 | 1.0 ± 0.0 | n/a | n/a |"
+
+
+def test_curves_draw_every_run_of_every_group(experiments, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    for run, errors in {"a": (0.3, 0.1), "b": (0.3, 0.2), "c": (0.3, 0.0)}.items():
+        (tmp_path / run).mkdir()
+        records = [{"kind": "eval", "step": 100 * (i + 1), "bit_error": e} for i, e in enumerate(errors)]
+        (tmp_path / run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    monkeypatch.setattr(experiments, "RUNS", tmp_path)
+    from torchdnc.viz import comparison_figure
+
+    figure = comparison_figure({"dnc": [experiments._records(tmp_path / n) for n in "ab"],
+                                "md": [experiments._records(tmp_path / "c")]}, "bit_error")
+    lines = figure.axes[0].get_lines()
+    assert [list(line.get_ydata()) for line in lines] == [[0.3, 0.1], [0.3, 0.2], [0.3, 0.0]]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["dnc", "md"]
+    path = experiments.curves({"dnc": ["a", "b"], "md": ["c"]}, "bit_error", tmp_path / "c.png")
+    assert path.stat().st_size > 0

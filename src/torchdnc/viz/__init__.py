@@ -11,9 +11,10 @@ Every ``*_figure`` function returns a matplotlib Figure; ``plot_*`` functions
 write PNGs. Needs matplotlib (``pip install 'torchdnc[plot]'``).
 """
 
-from torchdnc.viz.memory import memory_figure, model_figure, plot_memory, plot_training, training_figure
+from torchdnc.viz.memory import (comparison_figure, memory_figure, model_figure, plot_memory,
+                                 plot_training, training_figure)
 from torchdnc.viz.run import plot_run
 from torchdnc.viz.style import save_figure
 
-__all__ = ["memory_figure", "model_figure", "plot_memory", "plot_run", "plot_training",
-           "save_figure", "training_figure"]
+__all__ = ["comparison_figure", "memory_figure", "model_figure", "plot_memory", "plot_run",
+           "plot_training", "save_figure", "training_figure"]

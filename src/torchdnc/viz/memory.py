@@ -133,3 +133,21 @@ def plot_training(records: list[dict[str, Any]], metric: str, path: Path | str,
                   title: str = "") -> Path:
     """`training_figure` written to ``path``."""
     return save_figure(training_figure(records, metric), path, title)
+
+
+def comparison_figure(groups: dict[str, list[list[dict[str, Any]]]], metric: str):
+    """An evaluation metric against step for several runs, one colour per group
+    (e.g. the seeds of one model), from each run's ``metrics.jsonl`` records."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, (group, runs) in zip(colours * len(groups), groups.items()):
+        for index, records in enumerate(runs):
+            evals = [r for r in records if r["kind"] == "eval" and metric in r]
+            axis.plot([r["step"] for r in evals], [r[metric] for r in evals], color=colour,
+                      lw=1.2, alpha=0.85, label=group if index == 0 else None)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel(f"eval {metric}")
+    axis.legend()
+    return figure
+
