@@ -56,9 +56,11 @@ EXPERIMENTS: dict[str, str] = {
        "--dnc.memory_size=16 --dnc.word_size=16 --dnc.num_reads=1 --iterations=12000 "
        f"--eval_interval=500 --variant {v} --seed={s} --threads=1"
        for v in ("dnc", "dnc-mds") for s in range(3)},
-    # A bAbI subset (tasks 1, 2, 3, 4, 15, 16) at the quick size, same budget.
+    # A bAbI subset (tasks 1, 2, 3, 4, 15, 16) at the quick size, same budget. DNC-MD
+    # has a fourth seed because its seed 2 diverges (docs/semantics.md, de-allocation).
     **{f"variants-babi-{v}-{s}": "babi --preset quick --tasks=1,2,3,4,15,16 --iterations=25000 "
-       f"--variant {v} --seed={s} --threads=1" for v in ("dnc", "dnc-md") for s in range(3)},
+       f"--variant {v} --seed={s} --threads=1"
+       for v, seeds in (("dnc", 3), ("dnc-md", 4)) for s in range(seeds)},
     # Priority sort at its first curriculum level (5 inputs -> 4 outputs), fixed.
     **{f"priority_sort-small-{v}": "priority_sort --preset full --task.num_inputs=5 "
        f"--task.num_outputs=4 --curriculum=false --iterations=8000 --eval_interval=500 "
