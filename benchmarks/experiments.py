@@ -239,6 +239,17 @@ def curves(groups: dict[str, list[str]], metric: str, out: Path) -> Path:
     return save_figure(figure, out)
 
 
+def _groups(names: list[str]) -> dict[str, list[str]]:
+    """``GROUP=RUN,RUN,...`` arguments as {group: [run, ...]}, or a clear error."""
+    groups = {}
+    for name in names:
+        group, _, runs = name.partition("=")
+        if not group or not runs:
+            raise SystemExit(f"expected GROUP=RUN,RUN,... (e.g. dnc=runA,runB), got {name!r}")
+        groups[group] = runs.split(",")
+    return groups
+
+
 def _primary_metric(run_dir: Path) -> str:
     """The task's primary metric: from the evaluation report, else from the task
     named in the run's config (a run still training has no report)."""
@@ -342,11 +353,14 @@ def main() -> int:
     elif args.action == "babi":
         print(babi_table(names))
     elif args.action == "curves":
-        groups = {g: runs.split(",") for g, runs in (n.split("=", 1) for n in names)}
+        groups = _groups(names)
+        missing = [str(RUNS / n / "metrics.jsonl") for runs in groups.values() for n in runs
+                   if not (RUNS / n / "metrics.jsonl").exists()]
+        if missing:
+            parser.error(f"no such run record(s): {missing}")
         print(f"written: {curves(groups, args.metric, args.out)}")
     elif args.action == "grid":
-        print(grid({g: runs.split(",") for g, runs in (n.split("=", 1) for n in names)},
-                   args.metric))
+        print(grid(_groups(names), args.metric))
     else:
         print(table(names))
     return 0

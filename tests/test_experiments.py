@@ -83,3 +83,9 @@ def test_curves_draw_every_run_of_every_group(experiments, tmp_path, monkeypatch
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["dnc", "md"]
     path = experiments.curves({"dnc": ["a", "b"], "md": ["c"]}, "bit_error", tmp_path / "c.png")
     assert path.stat().st_size > 0
+
+
+def test_group_arguments_are_parsed_or_refused_by_name(experiments):
+    assert experiments._groups(["dnc=a,b", "md=c"]) == {"dnc": ["a", "b"], "md": ["c"]}
+    with pytest.raises(SystemExit, match="expected GROUP=RUN,RUN,... .* got 'a'"):
+        experiments._groups(["a"])

@@ -175,6 +175,8 @@ def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, elemen
 # w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors,
 # keep ([B, T] bool or empty).
 NUM_INPUTS = 14
+
+
 class KernelOptions(NamedTuple):
     """What the kernel runs besides the paper's DNC, in the order its entry points
     take them: the free / allocation gates held at a value (-1: learned; the
