@@ -47,7 +47,7 @@ EXPERIMENTS: dict[str, str] = {
     "inference-quick": "inference --preset quick --seed=0 --threads=1",
     # The successors against the DNC, same preset, budget and seeds (fused kernel for both).
     **{f"variants-ar-{v}-{s}": f"associative_recall --preset full --variant {v} --seed={s} --threads=1"
-       for v in ("dnc", "dnc-md") for s in range(3)},
+       for v in ("dnc", "dnc-md", "rsdnc") for s in range(3)},
     # Csordás & Schmidhuber's repeated copy (their code's `repeat_copy` profile: 1-8 copies
     # of 2-14 8-bit vectors in one sequence, memory 16 x 16, LSTM 32, one read head):
     # the memory must be freed and reused between copies. Same budget for every model.
@@ -55,12 +55,13 @@ EXPERIMENTS: dict[str, str] = {
        "--task.min_length=2 --task.max_length=14 --curriculum=false --dnc.hidden_size=32 "
        "--dnc.memory_size=16 --dnc.word_size=16 --dnc.num_reads=1 --iterations=12000 "
        f"--eval_interval=500 --variant {v} --seed={s} --threads=1"
-       for v in ("dnc", "dnc-mds") for s in range(3)},
+       for v in ("dnc", "dnc-mds", "dnc-md", "rsdnc") for s in range(3)},
     # A bAbI subset (tasks 1, 2, 3, 4, 15, 16) at the quick size, same budget. DNC-MD
     # has a fourth seed because its seed 2 diverges (docs/semantics.md, de-allocation).
     **{f"variants-babi-{v}-{s}": "babi --preset quick --tasks=1,2,3,4,15,16 --iterations=25000 "
        f"--variant {v} --seed={s} --threads=1"
-       for v, seeds in (("dnc", 3), ("dnc-md", 4)) for s in range(seeds)},
+       for v, seeds in (("dnc", 3), ("dnc-md", 4), ("rsdnc", 3), ("bi-rsdnc", 3))
+       for s in range(seeds)},
     # Priority sort at its first curriculum level (5 inputs -> 4 outputs), fixed.
     **{f"priority_sort-small-{v}": "priority_sort --preset full --task.num_inputs=5 "
        f"--task.num_outputs=4 --curriculum=false --iterations=8000 --eval_interval=500 "

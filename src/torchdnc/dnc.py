@@ -27,8 +27,8 @@ from torch import Tensor
 from torchdnc import fields
 from torchdnc.controller import LSTMState, lstm_cell
 from torchdnc.kernels import fused
-from torchdnc.memory import (MemoryAccess, MemoryOptions, MemoryState, floor_and_hold, memory_step,
-                             split_interface, traced_memory_step)
+from torchdnc.memory import (LAYER_NORM_EPSILON, MemoryAccess, MemoryOptions, MemoryState,
+                             floor_and_hold, memory_step, split_interface, traced_memory_step)
 from torchdnc.recurrent import (RecurrentMemoryModel, RecurrentState, carry_where,
                                 check_model_config)
 
@@ -101,7 +101,7 @@ class DNCConfig(fields.ConfigIO):
                              f"got controller={self.controller!r}, num_layers={self.num_layers}")
         if self.implementation == "fused" and self.variant_options():
             raise ValueError("implementation: 'fused' runs the paper's DNC (with masking, "
-                             "de-allocation and sharpness); with "
+                             "de-allocation, sharpness and the rsDNC's memory unit); with "
                              f"{', '.join(self.variant_options())} use 'auto' (the plain path)")
         if self.implementation == "fused" and self.num_reads > fused.MAX_READS:
             raise ValueError(f"implementation: 'fused' handles num_reads <= {fused.MAX_READS}, "
@@ -114,11 +114,9 @@ class DNCConfig(fields.ConfigIO):
 
     def variant_options(self) -> list[str]:
         """The options that the fused kernel does not run (masking, de-allocation,
-        sharpness, bypass dropout and held free / allocation gates it does)."""
-        return [name for name, on in (("layer_norm", self.layer_norm),
-                                      ("temporal_links=False", not self.temporal_links),
-                                      ("bidirectional", self.bidirectional))
-                if on]
+        sharpness, layer norm, the content-based unit, bypass dropout and held
+        free / allocation gates it does)."""
+        return ["bidirectional"] if self.bidirectional else []
 
 
 class DNCState(RecurrentState):
@@ -196,9 +194,12 @@ class DNC(RecurrentMemoryModel):
             projected.shape[1], projected.shape[0], c.num_writes, access.memory.shape[1],
             projected.element_size())
         empty = torch.empty(0, dtype=torch.bool, device=projected.device)
+        norm = getattr(self.access, "layer_norm", None)
+        no_norm = projected.new_empty(0)
         inputs = (projected, w_cat, self.access.interface.weight, self.access.interface.bias,
                   controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
-                  empty if keep is None else keep)
+                  empty if keep is None else keep, no_norm if norm is None else norm.weight,
+                  no_norm if norm is None else norm.bias)
         oneplus = c.strength_activation == "oneplus"
         options = fused.KernelOptions(float(c.fixed_free_gates), float(c.fixed_allocation_gates),
                                       bool(c.deallocation), bool(c.masking), float(c.mask_min),
@@ -227,24 +228,28 @@ class DNC(RecurrentMemoryModel):
 
 
 def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
-                     read_weights, write_weights, keep, clip: float, oneplus: bool,
+                     read_weights, write_weights, keep, ln_w, ln_b, clip: float, oneplus: bool,
                      options: fused.KernelOptions = fused.NO_OPTIONS):
     """The fused kernel's recurrence (same inputs and outputs) with PyTorch ops,
     differentiable to any order: what gradients of gradients go through.
-    ``options``: the `torchdnc.kernels.fused.KernelOptions` the kernel takes."""
+    ``options``: the `torchdnc.kernels.fused.KernelOptions` the kernel takes;
+    an empty link matrix means no temporal links, empty ``ln_w`` no layer norm."""
     R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
     state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
     hidden, cell, reads = h0, c0, r0
     hiddens, all_reads = [], []
     strength = "oneplus" if oneplus else "softplus"
     held = {"free_gates": options.fixed_free, "allocation_gates": options.fixed_allocation}
-    memory_options = MemoryOptions(options.masking, options.deallocation, options.sharpness)
+    memory_options = MemoryOptions(options.masking, options.deallocation, options.sharpness,
+                                   temporal_links=link.shape[-1] > 0)
     for t in range(projected.shape[1]):
         gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
         new_hidden, new_cell = lstm_cell(gates, cell, clip)
+        xi = F.linear(new_hidden, w_xi, b_xi)
+        if ln_w.numel():
+            xi = F.layer_norm(xi, xi.shape[-1:], ln_w, ln_b, LAYER_NORM_EPSILON)
         interface, extras = floor_and_hold(
-            *split_interface(F.linear(new_hidden, w_xi, b_xi), R, W, K, strength, memory_options),
-            options.mask_min, held)
+            *split_interface(xi, R, W, K, strength, memory_options), options.mask_min, held)
         new_state, new_reads = memory_step(state, interface, memory_options, extras)
         on = keep[:, t] if keep.numel() else None
         hidden, cell, reads, state = carry_where(on, (new_hidden, new_cell, new_reads, new_state),

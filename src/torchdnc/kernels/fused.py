@@ -172,9 +172,12 @@ def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, elemen
 
 
 # The Function's tensor inputs, in order: projected [B, T, 4H], w_cat [4H, RW + H],
-# w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors,
-# keep ([B, T] bool or empty).
-NUM_INPUTS = 14
+# w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors
+# (link [B, K, 0, 0] and precedence [B, K, 0] without temporal links: the rsDNC's
+# content-based unit), keep ([B, T] bool or empty), the layer norm's gain and
+# bias over xi ([I] each, or both empty: no layer norm).
+NUM_INPUTS = 16
+DIFFERENTIABLE = (*range(13), 14, 15)  # every input but keep
 
 
 class KernelOptions(NamedTuple):
@@ -220,34 +223,37 @@ class FusedRecurrence(torch.autograd.Function):
                  for g, shape in zip(grads, shapes)]
         if torch.is_grad_enabled():  # create_graph=True: a graph for the gradient itself
             return (*_recomputed_gradients(ctx.reference, inputs, grads), None, None, None, None,
-                    None, None)
+                    None)
         boundaries, ctx.boundaries = ctx.boundaries, None
         if boundaries is None:  # a second backward through a retained graph
             _, boundaries = _kernel_forward(inputs, clip, oneplus, chunk, store=True, options=options)
         ext = load_extension()
         result = ext.backward(per_step, boundaries, inputs[1].contiguous(), inputs[2].contiguous(),
-                              grads[0], grads[1], grads[2:], clip, oneplus, chunk, threads(),
-                              *options)
+                              inputs[14], grads[0], grads[1], grads[2:], clip, oneplus, chunk,
+                              threads(), *options)
         del per_step, boundaries
-        return (*result, None, None, None, None, None, None)
+        return (*result[:13], None, *result[13:], None, None, None, None, None)
 
 
 def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool,
                     options: KernelOptions = NO_OPTIONS):
     ext = load_extension()
     projected, w_cat, w_xi, b_xi, h0, c0, r0 = (t.contiguous() for t in inputs[:7])
-    memory_state, keep = inputs[7:13], inputs[13]
-    return ext.forward(projected, w_cat, w_xi, b_xi, h0, c0, r0, *memory_state, keep, clip,
-                       oneplus, chunk, store, threads(), *options)
+    memory_state, keep, ln_w, ln_b = inputs[7:13], inputs[13], inputs[14], inputs[15]
+    return ext.forward(projected, w_cat, w_xi, b_xi, h0, c0, r0, *memory_state, keep, ln_w, ln_b,
+                       clip, oneplus, chunk, store, threads(), *options)
 
 
 def _recomputed_gradients(reference, inputs, grads):
     """Input gradients with a graph of their own (``create_graph=True``): the
-    gradients of ``reference(*inputs)``, the same recurrence in PyTorch ops."""
-    differentiable = [t.requires_grad for t in inputs[:13]]
+    gradients of ``reference(*inputs)``, the same recurrence in PyTorch ops; one
+    per input (None for keep and for inputs that want none)."""
+    differentiable = [i in DIFFERENTIABLE and t.requires_grad for i, t in enumerate(inputs)]
     with torch.enable_grad():
-        outputs = reference(*inputs)
-        wanted = [t for t, d in zip(inputs[:13], differentiable) if d]
+        # (without temporal links the empty link and precedence pass through untouched)
+        outputs, grads = zip(*[(out, g) for out, g in zip(reference(*inputs), grads)
+                               if out.requires_grad])
+        wanted = [t for t, d in zip(inputs, differentiable) if d]
         found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True, allow_unused=True))
     return [next(found) if d else None for d in differentiable]
 

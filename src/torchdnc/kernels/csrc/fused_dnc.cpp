@@ -24,6 +24,7 @@ namespace {
 constexpr double kSimilarityEps = 1e-6;  // torchdnc.addressing.SIMILARITY_EPSILON
 constexpr double kAllocationEps = 1e-6;  // torchdnc.addressing.ALLOCATION_EPSILON
 constexpr double kSharpnessEps = 1e-6;   // torchdnc.addressing.SHARPNESS_EPSILON
+constexpr double kLayerNormEps = 1e-6;   // torchdnc.memory.LAYER_NORM_EPSILON
 constexpr int64_t kMaxReads = 64;         // fused.py sends larger R to the plain path
 
 struct Dims {
@@ -43,7 +44,16 @@ struct Dims {
   // Sharpness control ("S"): forward / backward weightings sharpened by one
   // exponent per read head each, at the very end of the interface.
   bool sharpness = false;
+  // Temporal links (false: the rsDNC's content-based memory unit, Franke et al.
+  // 2018): no link matrix, no precedence, no read modes; read weights are the
+  // read content weights. The link and precedence tensors are then [B, K, 0, 0]
+  // and [B, K, 0], and the per-step link arrays are empty.
+  bool links = true;
+  // Layer normalisation of the raw interface vector (rsDNC): xi <- (xi - mean)
+  // / sqrt(var + eps) * gain + bias over the whole vector, before it is split.
+  bool layer_norm = false;
   int64_t RW() const { return R * W; }
+  int64_t NL() const { return links ? N : 0; }  // side of the link matrices
 };
 
 // Offsets of the interface parts in xi (DESIGN.md section 3 layout).
@@ -62,7 +72,7 @@ struct Layout {
     free_gates = o; o += d.R;
     allocation_gates = o; o += d.K;
     write_gates = o; o += d.K;
-    read_modes = o; o += d.R * (1 + 2 * d.K);
+    read_modes = o; if (d.links) o += d.R * (1 + 2 * d.K);
     if (d.masking) {  // torchdnc.memory.split_interface: masks after the read modes
       read_masks = o; o += d.R * d.W;
       write_masks = o; o += d.K * d.W;
@@ -177,7 +187,7 @@ template <typename T> struct Parsed {
       p[lay.write_gates + i] = sigmoid(xi[lay.write_gates + i]);
     }
     const int64_t M = 1 + 2 * d.K;
-    for (int64_t r = 0; r < d.R; ++r) {
+    for (int64_t r = 0; r < (d.links ? d.R : 0); ++r) {
       const T* x = xi + lay.read_modes + r * M;
       T* y = p + lay.read_modes + r * M;
       T mx = x[0];
@@ -652,11 +662,11 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   // 5 + 7. links from the PREVIOUS precedence (then precedence), with the forward
   // and backward weights from the NEW links and the PREVIOUS read weights; the
   // read content on the NEW memory (6) does not depend on them.
-  T* p_new = s.precedence + (t1 * B + b) * K * N;
   const int64_t db = (t * B + b) * R * K * N;
-  T* fw = s.forward + db;
-  T* bw = s.backward + db;
-  for (int64_t k = 0; k < K; ++k) {
+  T* p_new = d.links ? s.precedence + (t1 * B + b) * K * N : nullptr;
+  T* fw = d.links ? s.forward + db : nullptr;
+  T* bw = d.links ? s.backward + db : nullptr;
+  for (int64_t k = 0; k < (d.links ? K : 0); ++k) {
     link_and_directions_any(L + k * N * N, p + k * N, ww_new + k * N, wr, N, R, K, k, fw, bw);
     T sum = 0;
     for (int64_t n = 0; n < N; ++n) sum += ww_new[k * N + n];
@@ -675,16 +685,20 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   // sharpness; the saved ones stay unsharpened) and read vectors.
   const T* fmix = fw;
   const T* bmix = bw;
-  if (d.sharpness) sharpen_all(fw, bw, d, P, ws, &fmix, &bmix);
+  if (d.sharpness && d.links) sharpen_all(fw, bw, d, P, ws, &fmix, &bmix);
   T* wr_new = s.read_weights + (t1 * B + b) * R * N;
   const int64_t modes = 1 + 2 * K;
   for (int64_t r = 0; r < R; ++r) {
-    const T* pi = P.read_modes + r * modes;
-    for (int64_t n = 0; n < N; ++n) {
-      T back = 0, fore = 0;
-      for (int64_t k = 0; k < K; ++k) back += pi[k] * bmix[(r * K + k) * N + n];
-      for (int64_t k = 0; k < K; ++k) fore += pi[K + 1 + k] * fmix[(r * K + k) * N + n];
-      wr_new[r * N + n] = back + pi[K] * rcontent[r * N + n] + fore;
+    if (!d.links) {  // the content-based unit reads by content only
+      std::copy(rcontent + r * N, rcontent + (r + 1) * N, wr_new + r * N);
+    } else {
+      const T* pi = P.read_modes + r * modes;
+      for (int64_t n = 0; n < N; ++n) {
+        T back = 0, fore = 0;
+        for (int64_t k = 0; k < K; ++k) back += pi[k] * bmix[(r * K + k) * N + n];
+        for (int64_t k = 0; k < K; ++k) fore += pi[K + 1 + k] * fmix[(r * K + k) * N + n];
+        wr_new[r * N + n] = back + pi[K] * rcontent[r * N + n] + fore;
+      }
     }
     T* out = reads + r * W;
     std::fill(out, out + W, T(0));
@@ -697,7 +711,7 @@ _Pragma("omp simd")
   }
   std::copy(u_new, u_new + N, u);
   std::copy(ww_new, ww_new + K * N, ww);
-  std::copy(p_new, p_new + K * N, p);
+  if (d.links) std::copy(p_new, p_new + K * N, p);
   std::copy(wr_new, wr_new + R * N, wr);
 }
 
@@ -732,7 +746,8 @@ struct Boundaries {
 // with clear messages before it gets here.
 void check_forward_inputs(const torch::Tensor& projected, const torch::Tensor& w_cat,
                           const torch::Tensor& w_xi, const torch::Tensor& b_xi,
-                          const std::vector<torch::Tensor>& state, const torch::Tensor& keep) {
+                          const std::vector<torch::Tensor>& state, const torch::Tensor& keep,
+                          const torch::Tensor& ln_w, const torch::Tensor& ln_b) {
   TORCH_CHECK(projected.dim() == 3, "fused_dnc: projected must be [B, T, 4H]");
   TORCH_CHECK(projected.device().is_cpu(), "fused_dnc: CPU tensors only");
   TORCH_CHECK(projected.scalar_type() == torch::kFloat || projected.scalar_type() == torch::kDouble,
@@ -752,21 +767,65 @@ void check_forward_inputs(const torch::Tensor& projected, const torch::Tensor& w
   TORCH_CHECK(state[3].dim() == 3 && state[3].size(0) == B && state[3].size(2) == W,
               "fused_dnc: memory must be [B, N, W]");
   const int64_t N = state[3].size(1);
-  TORCH_CHECK(state[5].dim() == 4 && state[5].size(0) == B && state[5].size(2) == N &&
-                  state[5].size(3) == N, "fused_dnc: link must be [B, K, N, N]");
-  const int64_t K = state[5].size(1);
+  TORCH_CHECK(state[5].dim() == 4 && state[5].size(0) == B && state[5].size(2) == state[5].size(3) &&
+                  (state[5].size(2) == N || state[5].size(2) == 0),
+              "fused_dnc: link must be [B, K, N, N] (or [B, K, 0, 0] without temporal links)");
+  const int64_t K = state[5].size(1), NL = state[5].size(2);
   TORCH_CHECK(w_cat.size(0) == G && w_cat.size(1) == R * W + H, "fused_dnc: w_cat must be [4H, R W + H]");
   TORCH_CHECK(w_xi.dim() == 2 && w_xi.size(1) == H && b_xi.numel() == w_xi.size(0),
               "fused_dnc: w_xi must be [I, H], b_xi [I]");
   const std::vector<std::vector<int64_t>> shapes{{B, H}, {B, H}, {B, R, W}, {B, N, W}, {B, N},
-                                                 {B, K, N, N}, {B, K, N}, {B, R, N}, {B, K, N}};
+                                                 {B, K, NL, NL}, {B, K, NL}, {B, R, N}, {B, K, N}};
   for (size_t i = 0; i < shapes.size(); ++i)
     TORCH_CHECK(state[i].sizes().vec() == shapes[i], "fused_dnc: state tensor ", i, " has shape ",
                 state[i].sizes(), ", expected ", c10::IntArrayRef(shapes[i]));
   TORCH_CHECK(keep.numel() == 0 || (keep.scalar_type() == torch::kBool && keep.dim() == 2 &&
                                     keep.size(0) == B && keep.size(1) == T),
               "fused_dnc: keep must be an empty tensor or a bool [B, T] mask");
+  TORCH_CHECK(ln_w.numel() == ln_b.numel() && (ln_w.numel() == 0 || ln_w.numel() == w_xi.size(0)),
+              "fused_dnc: layer norm gain and bias must both be empty or both [I]");
+  for (const auto& t : {ln_w, ln_b})
+    TORCH_CHECK(t.numel() == 0 || (t.scalar_type() == dtype && t.device().is_cpu()),
+                "fused_dnc: layer norm parameters must match projected");
 }
+
+namespace {
+
+// Layer normalisation of one raw interface vector in place (nn.LayerNorm's
+// order: mean, biased variance, (x - mean) * rstd * gain + bias); keeps the
+// normalised vector xhat and rstd for the backward pass.
+template <typename T>
+void layer_norm_forward(T* xi, int64_t I, const T* gain, const T* bias, T* xhat, T* rstd) {
+  T mean = 0;
+  for (int64_t i = 0; i < I; ++i) mean += xi[i];
+  mean = mean / T(I);
+  T var = 0;
+  for (int64_t i = 0; i < I; ++i) { const T c = xi[i] - mean; var += c * c; }
+  var = var / T(I);
+  const T r = T(1) / std::sqrt(var + T(kLayerNormEps));
+  *rstd = r;
+  for (int64_t i = 0; i < I; ++i) {
+    xhat[i] = (xi[i] - mean) * r;
+    xi[i] = xhat[i] * gain[i] + bias[i];
+  }
+}
+
+// Its backward: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), with
+// dxhat = dy * gain; dy is overwritten with dx.
+template <typename T>
+void layer_norm_backward(T* dy, int64_t I, const T* gain, const T* xhat, T rstd) {
+  T mean_d = 0, mean_dx = 0;
+  for (int64_t i = 0; i < I; ++i) {
+    const T g = dy[i] * gain[i];
+    mean_d += g;
+    mean_dx += g * xhat[i];
+  }
+  mean_d = mean_d / T(I);
+  mean_dx = mean_dx / T(I);
+  for (int64_t i = 0; i < I; ++i) dy[i] = rstd * (dy[i] * gain[i] - mean_d - xhat[i] * mean_dx);
+}
+
+}  // namespace
 
 // Forward over the whole sequence. Returns the ten outputs (hidden [B, T, H],
 // reads [B, T, R, W], the final h, c, M, u, L, p, w^r, w^w) and, with `store`,
@@ -781,13 +840,16 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor h0, torch::Tensor c0, torch::Tensor r0,  // [B,H], [B,H], [B,R,W]
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
+    torch::Tensor ln_w, torch::Tensor ln_b,  // layer norm gain, bias [I], or both empty
     double clip, bool oneplus, int64_t chunk, bool store, int64_t threads, double fixed_free,
     double fixed_allocation, bool deallocation, bool masking, double mask_min, bool sharpness) {
-  check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep);
+  check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep,
+                       ln_w, ln_b);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
   Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
-         deallocation, masking, mask_min, sharpness};
+         deallocation, masking, mask_min, sharpness, L0.size(2) > 0, ln_w.numel() > 0};
+  const int64_t NL = d.NL();
   Layout lay(d);
   TORCH_CHECK(lay.size == d.I, "fused_dnc: interface size ", d.I, " does not match ", lay.size);
   auto opts = projected.options();
@@ -813,14 +875,18 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   auto usage = torch::empty({states, B, N}, opts);
   auto read_w = torch::empty({states, B, R, N}, opts);
   auto write_w = torch::empty({states, B, K, N}, opts);
-  auto prec = torch::empty({states, B, K, N}, opts);
+  auto prec = torch::empty({states, B, K, NL}, opts);
   auto simulated = torch::empty({steps, B, K, N}, opts);
   auto alloc = torch::empty({steps, B, K, N}, opts);
   auto order = torch::empty({steps, B, K, N}, iopts);
   auto wcontent = torch::empty({steps, B, K, N}, opts);
   auto rcontent = torch::empty({steps, B, R, N}, opts);
-  auto fwd = torch::empty({steps, B, R, K, N}, opts);
-  auto bwd = torch::empty({steps, B, R, K, N}, opts);
+  auto fwd = torch::empty({steps, B, R, K, NL}, opts);
+  auto bwd = torch::empty({steps, B, R, K, NL}, opts);
+  // Layer norm: the normalised interface vectors and their 1 / std, per step.
+  auto xhat = torch::empty({d.layer_norm ? steps : 0, B, d.I}, opts);
+  auto rstd = torch::empty({d.layer_norm ? steps : 0, B}, opts);
+  auto ln_w_c = ln_w.contiguous(), ln_b_c = ln_b.contiguous();
 
   auto M = M0.contiguous().clone();
   auto L = L0.contiguous().clone();
@@ -832,7 +898,7 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   usage[0].copy_(u0); read_w[0].copy_(wr0); write_w[0].copy_(ww0); prec[0].copy_(p0);
   for (size_t m = 0; m < boundaries->starts.size(); ++m) {  // filled row by row below
     boundaries->memory.push_back(torch::empty({B, N, W}, opts));
-    boundaries->link.push_back(torch::empty({B, K, N, N}, opts));
+    boundaries->link.push_back(torch::empty({B, K, NL, NL}, opts));
   }
   auto wct = w_cat.t();
   auto wxit = w_xi.t();
@@ -876,8 +942,8 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
         const int64_t ts = at(t), ts0 = at1(t), ts1 = at1(t + 1);
         if (next_boundary < starts.size() && starts[next_boundary] == t) {
           std::copy(Mp + b0 * N * W, Mp + b1 * N * W, boundary_M[next_boundary] + b0 * N * W);
-          std::copy(Lp + b0 * K * N * N, Lp + b1 * K * N * N,
-                    boundary_L[next_boundary] + b0 * K * N * N);
+          std::copy(Lp + b0 * K * NL * NL, Lp + b1 * K * NL * NL,
+                    boundary_L[next_boundary] + b0 * K * NL * NL);
           ++next_boundary;
         }
         at::addmm_out(zs, proj_t[t].narrow(0, b0, n), inputs[ts0].narrow(0, b0, n), wct);
@@ -925,19 +991,26 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
         auto xi_out = xis[ts].narrow(0, b0, n);
         at::addmm_out(xi_out, b_xi, hidden[t + 1].narrow(0, b0, n), wxit);
         T_* xip = xis[ts].data_ptr<T_>();
+        if (d.layer_norm) {  // xis keeps the normalised vectors: what the memory reads
+          T_* xh = xhat[ts].data_ptr<T_>();
+          T_* rs = rstd[ts].data_ptr<T_>();
+          for (int64_t b = b0; b < b1; ++b)
+            layer_norm_forward(xip + b * d.I, d.I, ln_w_c.data_ptr<T_>(), ln_b_c.data_ptr<T_>(),
+                               xh + b * d.I, rs + b);
+        }
         T_* rnext = reads[t + 1].data_ptr<T_>();
         T_* rprev = reads[t].data_ptr<T_>();
         for (int64_t b = b0; b < b1; ++b) {
           const bool on = keep_p == nullptr || keep_p[b * T + t];
           if (on) {
-            memory_forward(xip + b * d.I, Mp + b * N * W, up + b * N, Lp + b * K * N * N,
-                           pp + b * K * N, wrp + b * R * N, wwp + b * K * N, rnext + b * R * W, d,
+            memory_forward(xip + b * d.I, Mp + b * N * W, up + b * N, Lp + b * K * NL * NL,
+                           pp + b * K * NL, wrp + b * R * N, wwp + b * K * N, rnext + b * R * W, d,
                            lay, s, ts, ts1, b, ws);
           } else {  // padding: the state is carried through unchanged
             std::copy(up + b * N, up + (b + 1) * N, s.usage + (ts1 * B + b) * N);
             std::copy(wrp + b * R * N, wrp + (b + 1) * R * N, s.read_weights + (ts1 * B + b) * R * N);
             std::copy(wwp + b * K * N, wwp + (b + 1) * K * N, s.write_weights + (ts1 * B + b) * K * N);
-            std::copy(pp + b * K * N, pp + (b + 1) * K * N, s.precedence + (ts1 * B + b) * K * N);
+            std::copy(pp + b * K * NL, pp + (b + 1) * K * NL, s.precedence + (ts1 * B + b) * K * NL);
             std::copy(rprev + b * R * W, rprev + (b + 1) * R * W, rnext + b * R * W);
           }
           if (next_inp != nullptr)
@@ -953,7 +1026,7 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   if (store) {  // saved for backward
     for (const auto& t : {hidden, cell, cell_raw, gates, xis, reads, inputs, usage, read_w, write_w,
                           prec, simulated, alloc, order, wcontent, rcontent, fwd, bwd, keep_c,
-                          tanh_cell})
+                          tanh_cell, xhat, rstd})
       out.push_back(t);
   }
   return {out, boundaries};
@@ -970,7 +1043,7 @@ void recompute_chunk(int64_t t0, int64_t t1, int64_t b0, int64_t b1, const T* xi
                      const std::vector<T*>& mem, const std::vector<T*>& link, const Dims& d,
                      const Layout& lay) {
   const int64_t B = d.B, N = d.N, W = d.W, K = d.K, I = d.I;
-  const int64_t msz = N * W, lsz = K * N * N;
+  const int64_t msz = N * W, lsz = K * d.NL() * d.NL();
   {
     std::vector<T> erase(K * W), free_gates(d.R), psi(d.deallocation ? N : 0);
     for (int64_t b = b0; b < b1; ++b) {
@@ -996,8 +1069,8 @@ void recompute_chunk(int64_t t0, int64_t t1, int64_t b0, int64_t b1, const T* xi
         }
         write_memory(Mprev, Mnext, ww, erase.data(), xi + lay.write_vectors, d,
                      d.deallocation ? psi.data() : nullptr);
-        const T* p = prec + (t * B + b) * K * N;
-        for (int64_t k = 0; k < K; ++k)
+        const T* p = prec + (t * B + b) * K * d.NL();
+        for (int64_t k = 0; k < (d.links ? K : 0); ++k)
           update_link(Lprev + k * N * N, Lnext + k * N * N, p + k * N, ww + k * N, N);
       }
     }
@@ -1107,15 +1180,15 @@ void memory_backward(const T* xi, const T* Mprev, const T* Mt, const T* Lprev, c
   const T* ww_prev = s.write_weights + (t * B + b) * K * N;
   const T* wr_t = s.read_weights + ((t + 1) * B + b) * R * N;
   const T* ww_t = s.write_weights + ((t + 1) * B + b) * K * N;
-  const T* p_prev = s.precedence + (t * B + b) * K * N;
+  const T* p_prev = d.links ? s.precedence + (t * B + b) * K * N : nullptr;
   const int64_t sbk = (t * B + b) * K * N;
   const T* simulated = s.simulated + sbk;
   const T* alloc = s.allocation + sbk;
   const int32_t* order = s.order + sbk;
   const T* wcontent = s.write_content + sbk;
   const T* rcontent = s.read_content + (t * B + b) * R * N;
-  const T* fw = s.forward + (t * B + b) * R * K * N;
-  const T* bw = s.backward + (t * B + b) * R * K * N;
+  const T* fw = d.links ? s.forward + (t * B + b) * R * K * N : nullptr;
+  const T* bw = d.links ? s.backward + (t * B + b) * R * K * N : nullptr;
   const int64_t modes = 1 + 2 * K;
 
   // Gradients w.r.t. the activated interface.
@@ -1138,8 +1211,9 @@ _Pragma("omp simd")
   }
   const T* fmix = fw;  // the mixed weightings: the sharpened ones with sharpness
   const T* bmix = bw;
-  if (d.sharpness) sharpen_all(fw, bw, d, P, ws, &fmix, &bmix);
-  for (int64_t r = 0; r < R; ++r) {
+  if (d.sharpness && d.links) sharpen_all(fw, bw, d, P, ws, &fmix, &bmix);
+  if (!d.links) std::copy(dwr_t.begin(), dwr_t.end(), dcr.begin());  // w^r = c^r
+  for (int64_t r = 0; r < (d.links ? R : 0); ++r) {
     const T* pi = P.read_modes + r * modes;
     T* dpi = g.data() + lay.read_modes + r * modes;
     const T* dw = dwr_t.data() + r * N;
@@ -1176,7 +1250,7 @@ _Pragma("omp simd")
         ws.masked, ws.c);
   }
   // 7 + 5. directional weights, links and precedence, one pass per row.
-  for (int64_t k = 0; k < K; ++k) {
+  for (int64_t k = 0; k < (d.links ? K : 0); ++k) {
     T* dLk = dL + k * N * N;
     const T* Lk = Lt + k * N * N;
     const T* Lpk = Lprev + k * N * N;
@@ -1352,14 +1426,14 @@ _Pragma("omp simd")
   if (d.fixed_allocation >= 0)
     std::fill(dxi + lay.allocation_gates, dxi + lay.allocation_gates + K, T(0));
   sigmoid_back(lay.write_gates, K);
-  if (d.sharpness) strength_back(lay.forward_sharpness, 2 * R);  // oneplus
+  if (d.sharpness) strength_back(lay.forward_sharpness, 2 * R);  // oneplus (0 without links)
   if (d.masking) {  // m = sigmoid(x) (1 - mask_min) + mask_min
     for (int64_t i = lay.read_masks; i < lay.read_masks + (R + K) * W; ++i) {
       const T y = sigmoid(xi[i]);
       dxi[i] = g[i] * T(1 - d.mask_min) * (T(1) - y) * y;
     }
   }
-  for (int64_t r = 0; r < R; ++r) {
+  for (int64_t r = 0; r < (d.links ? R : 0); ++r) {
     const int64_t at = lay.read_modes + r * modes;
     T inner = 0;
     for (int64_t m = 0; m < modes; ++m) inner += g[at + m] * P.v[at + m];
@@ -1371,6 +1445,7 @@ _Pragma("omp simd")
 
 std::vector<torch::Tensor> fused_backward(
     std::vector<torch::Tensor> saved, std::shared_ptr<Boundaries> boundaries, torch::Tensor w_cat, torch::Tensor w_xi,
+    torch::Tensor ln_w,  // layer norm gain [I], or empty
     torch::Tensor grad_hidden, torch::Tensor grad_reads,  // [B,T,H], [B,T,R,W]
     std::vector<torch::Tensor> grad_final,  // h, c, M, u, L, p, wr, ww (zeros if unused)
     double clip, bool oneplus, int64_t chunk, int64_t threads, double fixed_free,
@@ -1379,11 +1454,13 @@ std::vector<torch::Tensor> fused_backward(
        reads = saved[5], inputs = saved[6], usage = saved[7], read_w = saved[8], write_w = saved[9],
        prec = saved[10], simulated = saved[11], alloc = saved[12], order = saved[13],
        wcontent = saved[14], rcontent = saved[15], fwd = saved[16], bwd = saved[17],
-       keep = saved[18], tanh_cell = saved[19];
+       keep = saved[18], tanh_cell = saved[19], xhat = saved[20], rstd = saved[21];
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = hidden.size(2);
   const int64_t R = reads.size(2), W = reads.size(3), N = usage.size(2), K = write_w.size(2);
   Dims d{B, T, H, N, W, R, K, xis.size(2), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
-         deallocation, masking, mask_min, sharpness};
+         deallocation, masking, mask_min, sharpness, prec.size(3) > 0, ln_w.numel() > 0};
+  const int64_t NL = d.NL();
+  auto ln_w_c = ln_w.contiguous();
   Layout lay(d);
   auto opts = gates.options();
   const bool masked = keep.numel() > 0;
@@ -1399,6 +1476,8 @@ std::vector<torch::Tensor> fused_backward(
   auto dr = torch::zeros({B, R, W}, opts);  // from the next step's controller input
   auto dZ = torch::zeros({T, B, G}, opts);
   auto dXi = torch::zeros({T, B, d.I}, opts);
+  // With layer norm, the gradient w.r.t. the normalised xi (for the gain and bias).
+  auto dXn = torch::zeros({d.layer_norm ? T : 0, B, d.I}, opts);
   auto gh = grad_hidden.transpose(0, 1).contiguous();  // [T, B, H]
   auto gr = grad_reads.transpose(0, 1).contiguous();   // [T, B, R, W]
   auto dinp = torch::zeros({B, R * W + H}, opts);  // d[r_{t-1}; h_{t-1}] of the step after
@@ -1426,7 +1505,7 @@ std::vector<torch::Tensor> fused_backward(
       while (static_cast<int64_t>(mem_slots.size()) < t1 - t0 + 1) {
         if (pool_M.empty()) {
           pool_M.push_back(torch::empty({B, N, W}, opts));
-          pool_L.push_back(torch::empty({B, K, N, N}, opts));
+          pool_L.push_back(torch::empty({B, K, NL, NL}, opts));
         }
         mem_slots.push_back(pool_M.back()); pool_M.pop_back();
         link_slots.push_back(pool_L.back()); pool_L.pop_back();
@@ -1475,10 +1554,17 @@ std::vector<torch::Tensor> fused_backward(
             for (int64_t j = 0; j < H; ++j) dhb[j] += ghp[b * H + j] + dib[RW + j];
             const bool on = keep_p == nullptr || keep_p[b * T + t];
             if (!on) continue;  // state and r_t carried: adjoints pass through unchanged
-            memory_backward(xip + b * d.I, Mprev + b * N * W, Mt + b * N * W, Lprev + b * K * N * N,
-                            Lt + b * K * N * N, s, t, b, d, lay, drb, dMp + b * N * W, dup + b * N,
-                            dLp + b * K * N * N, dpp + b * K * N, dwrp + b * R * N, dwwp + b * K * N,
-                            dxp + b * d.I, ws);
+            memory_backward(xip + b * d.I, Mprev + b * N * W, Mt + b * N * W,
+                            Lprev + b * K * NL * NL, Lt + b * K * NL * NL, s, t, b, d, lay, drb,
+                            dMp + b * N * W, dup + b * N, dLp + b * K * NL * NL, dpp + b * K * NL,
+                            dwrp + b * R * N, dwwp + b * K * N, dxp + b * d.I, ws);
+            if (d.layer_norm) {  // through the normalisation, into the raw xi
+              T_* dn = dXn.data_ptr<T_>() + (t * B + b) * d.I;
+              std::copy(dxp + b * d.I, dxp + (b + 1) * d.I, dn);
+              layer_norm_backward(dxp + b * d.I, d.I, ln_w_c.data_ptr<T_>(),
+                                  xhat.data_ptr<T_>() + (t * B + b) * d.I,
+                                  rstd.data_ptr<T_>()[t * B + b]);
+            }
             std::fill(drb, drb + RW, T_(0));
           }
           // h_t feeds the interface layer.
@@ -1532,7 +1618,14 @@ _Pragma("omp simd")
   auto dXi_flat = dXi.reshape({T * B, d.I});
   auto d_w_xi = torch::mm(dXi_flat.t(), hidden.narrow(0, 1, T).reshape({T * B, H}));
   auto d_b_xi = dXi_flat.sum(0);
-  return {dZ.transpose(0, 1), d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww};
+  torch::Tensor d_ln_w, d_ln_b;  // undefined (None) without layer norm
+  if (d.layer_norm) {
+    auto dXn_flat = dXn.reshape({T * B, d.I});
+    d_ln_w = (dXn_flat * xhat.reshape({T * B, d.I})).sum(0);
+    d_ln_b = dXn_flat.sum(0);
+  }
+  return {dZ.transpose(0, 1), d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww,
+          d_ln_w, d_ln_b};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
