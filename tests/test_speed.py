@@ -215,7 +215,8 @@ def test_fused_second_backward_without_retain_graph_is_torchs_error():
         loss.backward()
 
 
-@pytest.mark.parametrize("variant", [{}, dict(layer_norm=True, temporal_links=False)])
+@pytest.mark.parametrize("variant", [{}, dict(layer_norm=True, temporal_links=False,
+                                                bidirectional=True)])
 def test_fused_gradients_of_gradients_equal_plain(variant):
     plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=1.5, **variant)
     x = torch.randn(2, 5, 5, dtype=torch.float64)
@@ -242,7 +243,8 @@ def test_fused_saves_its_per_step_tensors_through_save_for_backward():
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
-@pytest.mark.parametrize("variant", [{}, dict(layer_norm=True, temporal_links=False)])
+@pytest.mark.parametrize("variant", [{}, dict(layer_norm=True, temporal_links=False,
+                                                bidirectional=True)])
 def test_fused_forward_without_gradients_keeps_nothing_and_gives_the_same(mode, variant):
     _, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2, clip=1.0, **variant)
     x = torch.randn(3, 9, 5, dtype=torch.float64)
@@ -486,12 +488,16 @@ def test_fused_runs_the_held_gate_ablations_as_plain(held):
     (2, 1, 0, dict(layer_norm=True, temporal_links=False)),
     (5, 2, 1, dict(layer_norm=True, temporal_links=False, masking=True, deallocation=True,
                    sharpness=True, mask_min=0.1)),
+    # The bi-rsDNC: the backward controller's share of xi enters the kernel per step.
+    (2, 1, 0, dict(layer_norm=True, temporal_links=False, bidirectional=True)),
+    (3, 2, 2, dict(bidirectional=True)),
 ])
 def test_fused_runs_the_successors_as_plain(reads, writes, chunk, extra):
     # DNC-MDS: masked content addressing ("M", every read and write head), the
     # retention erasing freed rows ("D") and sharpened forward / backward
     # weightings ("S") inside the kernel; the rsDNC's layer norm (its gain and bias
-    # get gradients) and content-based unit (no link matrix at all): forward,
+    # get gradients), content-based unit (no link matrix at all) and the
+    # bi-rsDNC's backward controller (padding respected): forward,
     # recomputed chunks and backward agree with the plain path, the masks' and
     # exponents' gradients included.
     plain, fast = _pair("auto", torch.float64, num_reads=reads, num_writes=writes, clip=2.0,

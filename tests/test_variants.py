@@ -217,12 +217,9 @@ def test_options_are_checked():
         DNCConfig(bypass_dropout=1.5)
     with pytest.raises(ValueError, match="mask_min: needs masking=True"):
         DNCConfig(mask_min=0.1)
-    with pytest.raises(ValueError, match="implementation: 'fused' runs the paper's DNC .with "
-                                         "masking, de-allocation, sharpness and the rsDNC's "
-                                         "memory unit.; with bidirectional use 'auto'"):
-        DNCConfig(layer_norm=True, bidirectional=True, implementation="fused")
-    DNCConfig(masking=True, deallocation=True, sharpness=True, implementation="fused")  # fused
-    DNCConfig(layer_norm=True, temporal_links=False, implementation="fused")  # the rsDNC unit
+    # The kernel runs every successor: DNC-MDS, the rsDNC and the bi-rsDNC.
+    DNCConfig(masking=True, deallocation=True, sharpness=True, implementation="fused")
+    DNCConfig(layer_norm=True, temporal_links=False, bidirectional=True, implementation="fused")
 
 
 def test_variants_from_the_command_line(tmp_path):

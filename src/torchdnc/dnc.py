@@ -99,10 +99,6 @@ class DNCConfig(fields.ConfigIO):
         if self.implementation == "fused" and (self.controller != "lstm" or self.num_layers != 1):
             raise ValueError("implementation: 'fused' needs controller='lstm' with num_layers=1, "
                              f"got controller={self.controller!r}, num_layers={self.num_layers}")
-        if self.implementation == "fused" and self.variant_options():
-            raise ValueError("implementation: 'fused' runs the paper's DNC (with masking, "
-                             "de-allocation, sharpness and the rsDNC's memory unit); with "
-                             f"{', '.join(self.variant_options())} use 'auto' (the plain path)")
         if self.implementation == "fused" and self.num_reads > fused.MAX_READS:
             raise ValueError(f"implementation: 'fused' handles num_reads <= {fused.MAX_READS}, "
                              f"got num_reads={self.num_reads} (use 'auto' or 'plain')")
@@ -111,12 +107,6 @@ class DNCConfig(fields.ConfigIO):
     @property
     def memory_options(self) -> MemoryOptions:
         return MemoryOptions(self.masking, self.deallocation, self.sharpness, self.temporal_links)
-
-    def variant_options(self) -> list[str]:
-        """The options that the fused kernel does not run (masking, de-allocation,
-        sharpness, layer norm, the content-based unit, bypass dropout and held
-        free / allocation gates it does)."""
-        return ["bidirectional"] if self.bidirectional else []
 
 
 class DNCState(RecurrentState):
@@ -182,7 +172,8 @@ class DNC(RecurrentMemoryModel):
 
     # -- the fused recurrence -------------------------------------------------------
 
-    def _whole_sequence(self, x: Tensor, projected: Tensor, state: DNCState, keep: Tensor | None):
+    def _whole_sequence(self, x: Tensor, projected: Tensor, state: DNCState, keep: Tensor | None,
+                        context: Tensor | None = None):
         c = self.config
         if not self._kernel_applies() or x.device.type != "cpu" \
                 or x.dtype not in (torch.float32, torch.float64) or not fused.available():
@@ -195,11 +186,15 @@ class DNC(RecurrentMemoryModel):
             projected.element_size())
         empty = torch.empty(0, dtype=torch.bool, device=projected.device)
         norm = getattr(self.access, "layer_norm", None)
-        no_norm = projected.new_empty(0)
-        inputs = (projected, w_cat, self.access.interface.weight, self.access.interface.bias,
+        none = projected.new_empty(0)
+        w_xi = self.access.interface.weight
+        if context is not None:  # bi-rsDNC: W_xi [h; h^bw] = W_xi[:, :H] h + W_xi[:, H:] h^bw
+            hidden_size = controller.hidden.shape[-1]
+            w_xi, context = w_xi[:, :hidden_size], F.linear(context, w_xi[:, hidden_size:])
+        inputs = (projected, w_cat, w_xi, self.access.interface.bias,
                   controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
-                  empty if keep is None else keep, no_norm if norm is None else norm.weight,
-                  no_norm if norm is None else norm.bias)
+                  empty if keep is None else keep, none if norm is None else norm.weight,
+                  none if norm is None else norm.bias, none if context is None else context)
         oneplus = c.strength_activation == "oneplus"
         options = fused.KernelOptions(float(c.fixed_free_gates), float(c.fixed_allocation_gates),
                                       bool(c.deallocation), bool(c.masking), float(c.mask_min),
@@ -216,7 +211,7 @@ class DNC(RecurrentMemoryModel):
         """Whether this configuration runs on the fused kernel (on a CPU, in float)."""
         c = self.config
         return c.implementation in ("auto", "fused") and c.controller == "lstm" \
-            and c.num_layers == 1 and c.num_reads <= fused.MAX_READS and not c.variant_options()
+            and c.num_layers == 1 and c.num_reads <= fused.MAX_READS
 
     def _kernel_weights(self) -> tuple[Tensor, Tensor]:
         """(w_cat = [W_ih[:, input:], W_hh], b_hh) as the kernel takes them. Made
@@ -228,12 +223,13 @@ class DNC(RecurrentMemoryModel):
 
 
 def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, link, precedence,
-                     read_weights, write_weights, keep, ln_w, ln_b, clip: float, oneplus: bool,
-                     options: fused.KernelOptions = fused.NO_OPTIONS):
+                     read_weights, write_weights, keep, ln_w, ln_b, xi_context, clip: float,
+                     oneplus: bool, options: fused.KernelOptions = fused.NO_OPTIONS):
     """The fused kernel's recurrence (same inputs and outputs) with PyTorch ops,
     differentiable to any order: what gradients of gradients go through.
     ``options``: the `torchdnc.kernels.fused.KernelOptions` the kernel takes;
-    an empty link matrix means no temporal links, empty ``ln_w`` no layer norm."""
+    an empty link matrix means no temporal links, empty ``ln_w`` no layer norm,
+    a non-empty ``xi_context`` [B, T, I] a per-step term of the raw xi."""
     R, W, K = r0.shape[1], r0.shape[2], link.shape[1]
     state = MemoryState(memory, usage, link, precedence, read_weights, write_weights)
     hidden, cell, reads = h0, c0, r0
@@ -246,6 +242,8 @@ def plain_recurrence(projected, w_cat, w_xi, b_xi, h0, c0, r0, memory, usage, li
         gates = projected[:, t] + torch.cat([reads.flatten(1), hidden], -1) @ w_cat.T
         new_hidden, new_cell = lstm_cell(gates, cell, clip)
         xi = F.linear(new_hidden, w_xi, b_xi)
+        if xi_context.numel():
+            xi = xi + xi_context[:, t]
         if ln_w.numel():
             xi = F.layer_norm(xi, xi.shape[-1:], ln_w, ln_b, LAYER_NORM_EPSILON)
         interface, extras = floor_and_hold(

@@ -325,8 +325,7 @@ class RecurrentMemoryModel(nn.Module):
         """(y, new state, per-step trace records) for batch-first ``x`` from ``state``."""
         projected = self.controller.project_inputs(x)
         context = self._backward_context(x, keep) if self._bidirectional else None
-        fast = None if trace or context is not None else self._whole_sequence(x, projected, state,
-                                                                             keep)
+        fast = None if trace else self._whole_sequence(x, projected, state, keep, context)
         if fast is not None:
             hiddens, read_sequence, state = fast
             records = []
@@ -427,8 +426,10 @@ class RecurrentMemoryModel(nn.Module):
     def _memory_finish(self, session, access_state):
         return access_state
 
-    def _whole_sequence(self, x: Tensor, projected: Tensor, state, keep: Tensor | None):
-        """(hiddens, reads, new state) of all steps at once, or None to run the loop."""
+    def _whole_sequence(self, x: Tensor, projected: Tensor, state, keep: Tensor | None,
+                        context: Tensor | None = None):
+        """(hiddens, reads, new state) of all steps at once, or None to run the loop.
+        ``context``: the backward controller's h^bw ``[B, T, H]`` (bidirectional)."""
         return None
 
     # -- checks --------------------------------------------------------------------

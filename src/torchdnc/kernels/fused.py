@@ -175,9 +175,11 @@ def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, elemen
 # w_xi [I, H], b_xi [I], h0, c0 [B, H], r0 [B, R, W], the six MemoryState tensors
 # (link [B, K, 0, 0] and precedence [B, K, 0] without temporal links: the rsDNC's
 # content-based unit), keep ([B, T] bool or empty), the layer norm's gain and
-# bias over xi ([I] each, or both empty: no layer norm).
-NUM_INPUTS = 16
-DIFFERENTIABLE = (*range(13), 14, 15)  # every input but keep
+# bias over xi ([I] each, or both empty: no layer norm), and a per-step term
+# added to the raw xi ([B, T, I] or empty: the bi-rsDNC's backward controller
+# through its share of the interface weights).
+NUM_INPUTS = 17
+DIFFERENTIABLE = (*range(13), 14, 15, 16)  # every input but keep
 
 
 class KernelOptions(NamedTuple):
@@ -232,16 +234,18 @@ class FusedRecurrence(torch.autograd.Function):
                               inputs[14], grads[0], grads[1], grads[2:], clip, oneplus, chunk,
                               threads(), *options)
         del per_step, boundaries
-        return (*result[:13], None, *result[13:], None, None, None, None, None)
+        context_grad = result[15] if inputs[16].numel() else None
+        return (*result[:13], None, result[13], result[14], context_grad, None, None, None, None,
+                None)
 
 
 def _kernel_forward(inputs, clip: float, oneplus: bool, chunk: int, store: bool,
                     options: KernelOptions = NO_OPTIONS):
     ext = load_extension()
     projected, w_cat, w_xi, b_xi, h0, c0, r0 = (t.contiguous() for t in inputs[:7])
-    memory_state, keep, ln_w, ln_b = inputs[7:13], inputs[13], inputs[14], inputs[15]
+    memory_state, keep, ln_w, ln_b, context = inputs[7:13], *inputs[13:17]
     return ext.forward(projected, w_cat, w_xi, b_xi, h0, c0, r0, *memory_state, keep, ln_w, ln_b,
-                       clip, oneplus, chunk, store, threads(), *options)
+                       context.contiguous(), clip, oneplus, chunk, store, threads(), *options)
 
 
 def _recomputed_gradients(reference, inputs, grads):

@@ -747,7 +747,8 @@ struct Boundaries {
 void check_forward_inputs(const torch::Tensor& projected, const torch::Tensor& w_cat,
                           const torch::Tensor& w_xi, const torch::Tensor& b_xi,
                           const std::vector<torch::Tensor>& state, const torch::Tensor& keep,
-                          const torch::Tensor& ln_w, const torch::Tensor& ln_b) {
+                          const torch::Tensor& ln_w, const torch::Tensor& ln_b,
+                          const torch::Tensor& xi_context) {
   TORCH_CHECK(projected.dim() == 3, "fused_dnc: projected must be [B, T, 4H]");
   TORCH_CHECK(projected.device().is_cpu(), "fused_dnc: CPU tensors only");
   TORCH_CHECK(projected.scalar_type() == torch::kFloat || projected.scalar_type() == torch::kDouble,
@@ -787,6 +788,11 @@ void check_forward_inputs(const torch::Tensor& projected, const torch::Tensor& w
   for (const auto& t : {ln_w, ln_b})
     TORCH_CHECK(t.numel() == 0 || (t.scalar_type() == dtype && t.device().is_cpu()),
                 "fused_dnc: layer norm parameters must match projected");
+  TORCH_CHECK(xi_context.numel() == 0 ||
+                  (xi_context.dim() == 3 && xi_context.size(0) == B && xi_context.size(1) == T &&
+                   xi_context.size(2) == w_xi.size(0) && xi_context.scalar_type() == dtype &&
+                   xi_context.device().is_cpu()),
+              "fused_dnc: xi_context must be empty or [B, T, I] of projected's dtype");
 }
 
 namespace {
@@ -841,10 +847,11 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
     torch::Tensor M0, torch::Tensor u0, torch::Tensor L0, torch::Tensor p0, torch::Tensor wr0,
     torch::Tensor ww0, torch::Tensor keep,  // keep: [B, T] bool or empty
     torch::Tensor ln_w, torch::Tensor ln_b,  // layer norm gain, bias [I], or both empty
+    torch::Tensor xi_context,  // [B, T, I] added to each step's raw xi (bi-rsDNC), or empty
     double clip, bool oneplus, int64_t chunk, bool store, int64_t threads, double fixed_free,
     double fixed_allocation, bool deallocation, bool masking, double mask_min, bool sharpness) {
   check_forward_inputs(projected, w_cat, w_xi, b_xi, {h0, c0, r0, M0, u0, L0, p0, wr0, ww0}, keep,
-                       ln_w, ln_b);
+                       ln_w, ln_b, xi_context);
   const int64_t B = projected.size(0), T = projected.size(1), G = projected.size(2);
   const int64_t H = h0.size(1), R = r0.size(1), W = r0.size(2), N = M0.size(1), K = L0.size(1);
   Dims d{B, T, H, N, W, R, K, w_xi.size(0), G, chunk, clip, oneplus, fixed_free, fixed_allocation,
@@ -887,6 +894,8 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   auto xhat = torch::empty({d.layer_norm ? steps : 0, B, d.I}, opts);
   auto rstd = torch::empty({d.layer_norm ? steps : 0, B}, opts);
   auto ln_w_c = ln_w.contiguous(), ln_b_c = ln_b.contiguous();
+  const bool contextual = xi_context.numel() > 0;
+  auto context_t = contextual ? xi_context.transpose(0, 1) : xi_context;  // [T, B, I]
 
   auto M = M0.contiguous().clone();
   auto L = L0.contiguous().clone();
@@ -990,6 +999,7 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
         }
         auto xi_out = xis[ts].narrow(0, b0, n);
         at::addmm_out(xi_out, b_xi, hidden[t + 1].narrow(0, b0, n), wxit);
+        if (contextual) xi_out.add_(context_t[t].narrow(0, b0, n));
         T_* xip = xis[ts].data_ptr<T_>();
         if (d.layer_norm) {  // xis keeps the normalised vectors: what the memory reads
           T_* xh = xhat[ts].data_ptr<T_>();
@@ -1624,8 +1634,9 @@ _Pragma("omp simd")
     d_ln_w = (dXn_flat * xhat.reshape({T * B, d.I})).sum(0);
     d_ln_b = dXn_flat.sum(0);
   }
+  // A per-step term added to the raw xi (xi_context) has the raw xi's gradient.
   return {dZ.transpose(0, 1), d_w_cat, d_w_xi, d_b_xi, dh, dc, dr, dM, du, dL, dp, dwr, dww,
-          d_ln_w, d_ln_b};
+          d_ln_w, d_ln_b, dXi.transpose(0, 1)};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
