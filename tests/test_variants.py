@@ -6,6 +6,7 @@ invariants, and equal to the plain DNC where its parameter makes it vanish."""
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -244,3 +245,20 @@ def test_gates_can_be_held_for_an_ablation():
     assert_same(trace.write_weights, trace.write_gates[..., None] * trace.write_content_weights)
     with pytest.raises(ValueError, match="fixed_free_gates: expected a number >= 0 and <= 1"):
         DNCConfig(fixed_free_gates=2.0)
+
+
+def test_bench_times_every_variant(tmp_path, capsys):
+    # `torchdnc bench --variant` takes every named set; the bi-rsDNC has no step
+    # mode, so its step-loop column stays empty instead of the bench failing.
+    from torchdnc.bench import speed
+
+    out = tmp_path / "bench.json"
+    speed.main(["--configs", "a", "--implementations", "fused", "--baselines", "",
+                "--variant", "bi-rsdnc", "--repeats", "1", "--steps", "3", "--batch", "2",
+                "--json", str(out)])
+    (result,) = json.loads(out.read_text())
+    assert result["name"] == "a T=3 bi-rsdnc" and result["train_s"] > 0
+    assert "step_loop_s" not in result
+    with pytest.raises(SystemExit):
+        speed.main(["--variant", "ntm"])
+    assert "--variant: expected one of ['dnc', " in capsys.readouterr().err
