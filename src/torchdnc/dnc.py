@@ -182,8 +182,8 @@ class DNC(RecurrentMemoryModel):
         projected = projected + bias
         controller, access, reads = state
         chunk = c.backward_chunk or fused.auto_chunk(
-            projected.shape[1], projected.shape[0], c.num_writes, access.memory.shape[1],
-            projected.element_size())
+            projected.shape[1], projected.shape[0], c.num_writes, access.link.shape[-1],
+            projected.element_size(), access.memory[0].numel())
         empty = torch.empty(0, dtype=torch.bool, device=projected.device)
         norm = getattr(self.access, "layer_norm", None)
         none = projected.new_empty(0)

@@ -15,7 +15,8 @@ CPU are never loaded on another). Where the build fails (no compiler, no
 ninja) the DNC falls back to the plain PyTorch path with one warning.
 
 Results equal the plain path up to floating-point rounding; tests/test_speed.py
-holds them to 1e-10 in float64 and 1e-6 in float32. Autograd's contract is
+holds them to 1e-10 in float64 and 1e-6 in float32 (with layer norm, which
+magnifies float32 rounding, to as close to float64 as the plain path is). Autograd's contract is
 kept: the per-step tensors go through ``ctx.save_for_backward``; a second
 ``backward`` through a retained graph rebuilds what the first one released;
 ``create_graph=True`` (higher-order gradients) differentiates the caller's
@@ -162,10 +163,13 @@ def failure() -> str | None:
     return _FAILED
 
 
-def auto_chunk(steps: int, batch: int, num_writes: int, memory_size: int, element_size: int) -> int:
-    """Recompute chunk: all steps in one chunk when the links are small, else 0,
-    the kernel's triangular schedule (about sqrt(2 T) copies of M and L alive)."""
-    total = steps * batch * num_writes * memory_size * memory_size * element_size
+def auto_chunk(steps: int, batch: int, num_writes: int, link_size: int, element_size: int,
+               memory_words: int = 0) -> int:
+    """Recompute chunk: all steps in one chunk when the T copies of the links
+    (``link_size`` slots a side, 0 without temporal links) and of the memory
+    (``memory_words`` = N W numbers) are small, else 0, the kernel's triangular
+    schedule (about sqrt(2 T) copies of M and L alive)."""
+    total = steps * batch * (num_writes * link_size * link_size + memory_words) * element_size
     if total <= STORE_ALL_BYTES:
         return max(steps, 1)
     return 0

@@ -88,7 +88,7 @@ struct Layout {
 // Batch elements per thread when each thread runs its slice through the whole
 // sequence: one fork per call, so only very short, tiny calls stay on one thread.
 inline int64_t slice_grain(const Dims& d) {
-  const int64_t step = d.N * (d.W + d.R + d.K) + d.K * d.N * d.N * (1 + d.R) +
+  const int64_t step = d.N * (d.W + d.R + d.K) + d.K * d.NL() * d.NL() * (1 + d.R) +
                        d.G * (d.R * d.W + d.H) + d.I * d.H;
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(step * d.T, 1));
 }
