@@ -54,8 +54,11 @@ EXPERIMENTS: dict[str, str] = {
     **{f"variants-rcopy-{v}-{s}": "copy --preset full --task.min_blocks=1 --task.max_blocks=8 "
        "--task.min_length=2 --task.max_length=14 --curriculum=false --dnc.hidden_size=32 "
        "--dnc.memory_size=16 --dnc.word_size=16 --dnc.num_reads=1 --iterations=12000 "
-       f"--eval_interval=500 --variant {v} --seed={s} --threads=1"
-       for v in ("dnc", "dnc-mds", "dnc-md", "rsdnc") for s in range(3)},
+       f"--eval_interval=500 {flags} --seed={s} --threads=1"
+       for v, flags in (("dnc", "--variant dnc"), ("dnc-mds", "--variant dnc-mds"),
+                        ("dnc-md", "--variant dnc-md"), ("dnc-s", "--dnc.sharpness=true"),
+                        ("rsdnc", "--variant rsdnc"))
+       for s in range(3)},
     # A bAbI subset (tasks 1, 2, 3, 4, 15, 16) at the quick size, same budget. DNC-MD
     # has a fourth seed because its seed 2 diverges (docs/semantics.md, de-allocation).
     **{f"variants-babi-{v}-{s}": "babi --preset quick --tasks=1,2,3,4,15,16 --iterations=25000 "
