@@ -17,8 +17,9 @@ ninja) the DNC falls back to the plain PyTorch path with one warning.
 Results equal the plain path up to floating-point rounding; tests/test_speed.py
 holds them to 1e-10 in float64 and 1e-6 in float32 (with layer norm, which
 magnifies float32 rounding, to as close to float64 as the plain path is).
-Autograd's contract is kept: the per-step tensors go through ``ctx.save_for_backward``; a second
-``backward`` through a retained graph rebuilds what the first one released;
+Autograd's contract is kept: the per-step tensors go through
+``ctx.save_for_backward``; a second ``backward`` through a retained graph
+rebuilds what the first one released;
 ``create_graph=True`` (higher-order gradients) differentiates the caller's
 plain PyTorch recomputation of the same recurrence. Under ``torch.no_grad()`` /
 ``torch.inference_mode()`` nothing per step is kept beyond the outputs.
