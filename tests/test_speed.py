@@ -133,6 +133,25 @@ def test_fused_continues_from_a_state_with_gradient():
 
 
 @needs_fused
+def test_fused_reads_the_callers_state_in_place_and_leaves_it_unchanged():
+    # The kernel's first step reads M_0 and L_0 where they are and writes the new
+    # state elsewhere; a sequence padded at its first step gets them copied over.
+    plain, fast = _pair("fused", torch.float64, num_reads=2, num_writes=2)
+    _, start = plain(torch.randn(3, 4, 5, dtype=torch.float64))
+    start = start.detach()
+    before = [t.clone() for t in leaves(start)]
+    x = torch.randn(3, 3, 5, dtype=torch.float64)
+    mask = torch.tensor([[False, True, True], [True, True, True], [False, False, True]])
+    _check(plain, fast, x, mask=mask, state=_leaf_state(start))
+    with torch.no_grad():
+        (y1, s1), (y2, s2) = plain(x, start, mask=mask), fast(x, start, mask=mask)
+    for a, b in zip([y1, *leaves(s1)], [y2, *leaves(s2)]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+    for a, b in zip(before, leaves(start)):
+        assert torch.equal(a, b)
+
+
+@needs_fused
 def test_fused_chunk_sizes_agree_exactly():
     torch.manual_seed(2)
     x = torch.randn(2, 10, 5, dtype=torch.float64)

@@ -192,7 +192,7 @@ class DNC(RecurrentMemoryModel):
             hidden_size = controller.hidden.shape[-1]
             w_xi, context = w_xi[:, :hidden_size], F.linear(context, w_xi[:, hidden_size:])
         inputs = (projected, w_cat, w_xi, self.access.interface.bias,
-                  controller.hidden[:, 0], controller.cell[:, 0], reads, *access,
+                  controller.hidden.select(1, 0), controller.cell.select(1, 0), reads, *access,
                   empty if keep is None else keep, none if norm is None else norm.weight,
                   none if norm is None else norm.bias, none if context is None else context)
         oneplus = c.strength_activation == "oneplus"
@@ -203,7 +203,7 @@ class DNC(RecurrentMemoryModel):
             inputs, float(c.clip), oneplus, int(chunk),
             lambda *tensors: plain_recurrence(*tensors, float(c.clip), oneplus, options), options)
         new_state = DNCState(LSTMState(h.unsqueeze(1), cell.unsqueeze(1)), MemoryState(*memory),
-                             read_sequence[:, -1])
+                             read_sequence.select(1, -1))
         return hidden, read_sequence, new_state
 
 

@@ -131,6 +131,20 @@ def state_paths(state, prefix: str = "") -> list[tuple[str, Any]]:
     return paths
 
 
+def state_leaves(state) -> list:
+    """The leaves of a nested NamedTuple state in `state_paths` order, without
+    their names (cheap enough for a check on every `step` call)."""
+    if not hasattr(state, "_fields"):
+        return [state]
+    leaves = []
+    for part in state:
+        if hasattr(part, "_fields"):
+            leaves.extend(state_leaves(part))
+        else:
+            leaves.append(part)
+    return leaves
+
+
 def carry_where(keep: Tensor | None, new, old):
     """``new`` where ``keep [B]`` is true, ``old`` elsewhere, leaf-wise over a state."""
     if keep is None:
@@ -440,7 +454,7 @@ class RecurrentMemoryModel(nn.Module):
             return False
         if x.requires_grad or any(p.requires_grad for p in self.parameters()):
             return True
-        return state is not None and any(t.requires_grad for _, t in state_paths(state))
+        return state is not None and any(t.requires_grad for t in state_leaves(state))
 
     def _check_inputs(self, x: Tensor, state, mask) -> Tensor | None:
         """Refuse bad input with a message naming the argument, the expected and
@@ -483,10 +497,13 @@ class RecurrentMemoryModel(nn.Module):
             raise ValueError(f"state: expected a {self.state_type.__name__}, "
                              f"got {type(state).__name__}")
         expected = self._state_layout(batch_size)
-        try:
-            actual = [t for _, t in state_paths(state)]
-        except TypeError as error:
-            raise ValueError(f"state: does not match this model's structure ({error})") from None
+        actual = state_leaves(state)
+        if not all(isinstance(t, Tensor) for t in actual):
+            try:
+                state_paths(state)  # names the first leaf that is not a tensor
+            except TypeError as error:
+                raise ValueError(f"state: does not match this model's structure ({error})") \
+                    from None
         if len(actual) != len(expected):
             raise ValueError(f"state: expected {len(expected)} tensors for "
                              f"controller={self.config.controller!r}, got {len(actual)}")

@@ -528,10 +528,12 @@ __attribute__((noinline)) void update_link(const T* link_in, T* link, const T* p
 
 // Link update of one write head fused with the forward / backward weights of
 // all R read heads: one pass over each row of L. `prev` is w^r_{t-1} [R, N];
-// fw, bw are [R, K, N] with this head's slice at offset k * N.
+// fw, bw are [R, K, N] with this head's slice at offset k * N. The previous
+// links are read from `link_in` (which may be `link`: in place).
 template <typename T, int RR>
-void link_and_directions(T* link, const T* precedence, const T* ww, const T* prev, int64_t N,
-                         int64_t R_runtime, int64_t K, int64_t k, T* fw, T* bw) {
+void link_and_directions(const T* link_in, T* link, const T* precedence, const T* ww,
+                         const T* prev, int64_t N, int64_t R_runtime, int64_t K, int64_t k, T* fw,
+                         T* bw) {
   const int64_t R = RR > 0 ? RR : R_runtime;
   T* brow[kMaxReads];
   const T* prow[kMaxReads];
@@ -541,11 +543,12 @@ void link_and_directions(T* link, const T* precedence, const T* ww, const T* pre
     std::fill(brow[r], brow[r] + N, T(0));
   }
   for (int64_t i = 0; i < N; ++i) {
+    const T* in = link_in + i * N;
     T* row = link + i * N;
     const T wi = ww[i];
     const T a = T(1) - wi;
 _Pragma("omp simd")
-    for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * row[j] + wi * precedence[j];
+    for (int64_t j = 0; j < N; ++j) row[j] = (a - ww[j]) * in[j] + wi * precedence[j];
     row[i] = 0;
     T acc[kMaxReads] = {};
     T wri[kMaxReads];
@@ -572,14 +575,15 @@ _Pragma("omp simd")
 }
 
 template <typename T>
-void link_and_directions_any(T* link, const T* precedence, const T* ww, const T* prev, int64_t N,
-                             int64_t R, int64_t K, int64_t k, T* fw, T* bw) {
+void link_and_directions_any(const T* link_in, T* link, const T* precedence, const T* ww,
+                             const T* prev, int64_t N, int64_t R, int64_t K, int64_t k, T* fw,
+                             T* bw) {
   switch (R) {
-    case 1: return link_and_directions<T, 1>(link, precedence, ww, prev, N, R, K, k, fw, bw);
-    case 2: return link_and_directions<T, 2>(link, precedence, ww, prev, N, R, K, k, fw, bw);
-    case 3: return link_and_directions<T, 3>(link, precedence, ww, prev, N, R, K, k, fw, bw);
-    case 4: return link_and_directions<T, 4>(link, precedence, ww, prev, N, R, K, k, fw, bw);
-    default: return link_and_directions<T, 0>(link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 1: return link_and_directions<T, 1>(link_in, link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 2: return link_and_directions<T, 2>(link_in, link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 3: return link_and_directions<T, 3>(link_in, link, precedence, ww, prev, N, R, K, k, fw, bw);
+    case 4: return link_and_directions<T, 4>(link_in, link, precedence, ww, prev, N, R, K, k, fw, bw);
+    default: return link_and_directions<T, 0>(link_in, link, precedence, ww, prev, N, R, K, k, fw, bw);
   }
 }
 
@@ -610,9 +614,13 @@ void sharpen_all(const T* fw, const T* bw, const Dims& d, const Parsed<T>& P, Wo
 // One memory step of one batch element, in place on (M, u, L, p, wr, ww). The
 // step's quantities go to the saved slots `t` (per-step arrays) and `t1` (the
 // [T+1] arrays of states after each step): t and t + 1 when the backward will
-// need them, fixed slots when nothing is kept (no_grad / inference).
+// need them, fixed slots when nothing is kept (no_grad / inference). The
+// previous memory and links are read from M_in, L_in (M, L themselves after
+// the first step: in place; the caller's state at the first step, which saves
+// a copy of both).
 template <typename T>
-void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads, const Dims& d,
+void memory_forward(const T* xi, const T* M_in, T* M, T* u, const T* L_in, T* L, T* p, T* wr,
+                    T* ww, T* reads, const Dims& d,
                     const Layout& lay, Saved<T>& s, int64_t t, int64_t t1, int64_t b,
                     Workspace<T>& ws) {
   const int64_t N = d.N, W = d.W, R = d.R, K = d.K, B = d.B;
@@ -648,9 +656,9 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   T* wcontent = s.write_content + sbk;
   T* ww_new = s.write_weights + (t1 * B + b) * K * N;
   ws.norms_old.resize(N);
-  if (!d.masking) row_norms(M, N, W, ws.norms_old.data());  // masked heads take their own
+  if (!d.masking) row_norms(M_in, N, W, ws.norms_old.data());  // masked heads take their own
   for (int64_t k = 0; k < K; ++k) {
-    head_content(M, ws.norms_old.data(), P.write_keys + k * W,
+    head_content(M_in, ws.norms_old.data(), P.write_keys + k * W,
                  d.masking ? P.write_masks + k * W : nullptr, P.write_strengths[k], N, W,
                  wcontent + k * N, ws.masked, ws.b);
     T ga = P.allocation_gates[k], gw = P.write_gates[k];
@@ -658,7 +666,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
       ww_new[k * N + n] = gw * (ga * alloc[k * N + n] + (T(1) - ga) * wcontent[k * N + n]);
   }
   // 4. erase then write.
-  write_memory(M, M, ww_new, P.erase, P.write_vectors, d, d.deallocation ? ws.psi.data() : nullptr);
+  write_memory(M_in, M, ww_new, P.erase, P.write_vectors, d, d.deallocation ? ws.psi.data() : nullptr);
   // 5 + 7. links from the PREVIOUS precedence (then precedence), with the forward
   // and backward weights from the NEW links and the PREVIOUS read weights; the
   // read content on the NEW memory (6) does not depend on them.
@@ -667,7 +675,7 @@ void memory_forward(const T* xi, T* M, T* u, T* L, T* p, T* wr, T* ww, T* reads,
   T* fw = d.links ? s.forward + db : nullptr;
   T* bw = d.links ? s.backward + db : nullptr;
   for (int64_t k = 0; k < (d.links ? K : 0); ++k) {
-    link_and_directions_any(L + k * N * N, p + k * N, ww_new + k * N, wr, N, R, K, k, fw, bw);
+    link_and_directions_any(L_in + k * N * N, L + k * N * N, p + k * N, ww_new + k * N, wr, N, R, K, k, fw, bw);
     T sum = 0;
     for (int64_t n = 0; n < N; ++n) sum += ww_new[k * N + n];
     for (int64_t n = 0; n < N; ++n) p_new[k * N + n] = (T(1) - sum) * p[k * N + n] + ww_new[k * N + n];
@@ -897,8 +905,10 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   const bool contextual = xi_context.numel() > 0;
   auto context_t = contextual ? xi_context.transpose(0, 1) : xi_context;  // [T, B, I]
 
-  auto M = M0.contiguous().clone();
-  auto L = L0.contiguous().clone();
+  // The first step reads M0, L0 and writes M, L (no copy of the state first).
+  auto M0c = M0.contiguous(), L0c = L0.contiguous();
+  auto M = torch::empty(M0c.sizes(), opts);
+  auto L = torch::empty(L0c.sizes(), opts);
   auto u_cur = u0.contiguous().clone();
   auto p_cur = p0.contiguous().clone();
   auto wr_cur = wr0.contiguous().clone();
@@ -911,7 +921,6 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
   }
   auto wct = w_cat.t();
   auto wxit = w_xi.t();
-  auto proj_t = projected.transpose(0, 1);  // [T, B, G]
   auto z = torch::empty({B, G}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "fused_dnc_forward", [&] {
@@ -929,18 +938,39 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
       boundary_L.push_back(boundaries->link[m].data_ptr<T_>());
     }
     T_* Mp = M.data_ptr<T_>(); T_* Lp = L.data_ptr<T_>(); T_* up = u_cur.data_ptr<T_>();
+    const T_* M0p = M0c.data_ptr<T_>(); const T_* L0p = L0c.data_ptr<T_>();
     T_* pp = p_cur.data_ptr<T_>(); T_* wrp = wr_cur.data_ptr<T_>(); T_* wwp = ww_cur.data_ptr<T_>();
+    // Base pointers of the per-step arrays (all freshly allocated, contiguous):
+    // slot arithmetic instead of a tensor view per array and step, which costs
+    // more than the arithmetic of a small step (and all of a one-step call).
+    T_* hidden_p = hidden.data_ptr<T_>(); T_* cell_p = cell.data_ptr<T_>();
+    T_* cell_raw_p = cell_raw.data_ptr<T_>(); T_* tanh_p = tanh_cell.data_ptr<T_>();
+    T_* gates_p = gates.data_ptr<T_>(); T_* xis_p = xis.data_ptr<T_>();
+    T_* inputs_p = inputs.data_ptr<T_>(); T_* reads_p = reads.data_ptr<T_>();
+    T_* xhat_p = d.layer_norm ? xhat.data_ptr<T_>() : nullptr;
+    T_* rstd_p = d.layer_norm ? rstd.data_ptr<T_>() : nullptr;
+    const int64_t I = d.I;
     // Each thread carries its own slice of the batch through the whole sequence
     // (controller products on the slice included): no barrier per time step, so
     // a busy neighbour on the cores slows the pass down in proportion only.
     for_slices(B, slice_grain(d), threads, [&](int64_t b0, int64_t b1) {
       const int64_t n = b1 - b0;
       Workspace<T_> ws;
+      // The slice's views, made once; per step only the time slot is selected.
       auto zs = z.narrow(0, b0, n);
+      auto z_candidate = zs.narrow(1, 2 * H, H);
+      auto proj_s = projected.narrow(0, b0, n);    // [n, T, G]
+      auto inputs_s = inputs.narrow(1, b0, n);     // [slots, n, R W + H]
+      auto gates_s = gates.narrow(1, b0, n);
+      auto cell_raw_s = cell_raw.narrow(1, b0, n);
+      auto tanh_s = tanh_cell.narrow(1, b0, n);
+      auto xis_s = xis.narrow(1, b0, n);
+      auto hidden_s = hidden.narrow(1, b0, n);
+      auto context_s = contextual ? context_t.narrow(1, b0, n) : context_t;
       {  // Controller input of step 0: [r_0; h_0].
-        T_* inp = inputs[0].data_ptr<T_>();
-        const T_* r = reads[0].data_ptr<T_>();
-        const T_* h = hidden[0].data_ptr<T_>();
+        T_* inp = inputs_p;
+        const T_* r = reads_p;
+        const T_* h = hidden_p;
         for (int64_t b = b0; b < b1; ++b) {
           std::copy(r + b * RW, r + (b + 1) * RW, inp + b * (RW + H));
           std::copy(h + b * H, h + (b + 1) * H, inp + b * (RW + H) + RW);
@@ -949,24 +979,26 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
       size_t next_boundary = 0;
       for (int64_t t = 0; t < T; ++t) {
         const int64_t ts = at(t), ts0 = at1(t), ts1 = at1(t + 1);
+        const T_* Min = t == 0 ? M0p : Mp;  // the state before step t
+        const T_* Lin = t == 0 ? L0p : Lp;
         if (next_boundary < starts.size() && starts[next_boundary] == t) {
-          std::copy(Mp + b0 * N * W, Mp + b1 * N * W, boundary_M[next_boundary] + b0 * N * W);
-          std::copy(Lp + b0 * K * NL * NL, Lp + b1 * K * NL * NL,
+          std::copy(Min + b0 * N * W, Min + b1 * N * W, boundary_M[next_boundary] + b0 * N * W);
+          std::copy(Lin + b0 * K * NL * NL, Lin + b1 * K * NL * NL,
                     boundary_L[next_boundary] + b0 * K * NL * NL);
           ++next_boundary;
         }
-        at::addmm_out(zs, proj_t[t].narrow(0, b0, n), inputs[ts0].narrow(0, b0, n), wct);
+        at::addmm_out(zs, proj_s.select(1, t), inputs_s.select(0, ts0), wct);
         // Controller: LSTM gates i, f, g, o (vectorised by ATen), cell, hidden, clipping.
-        auto gates_t = gates[ts].narrow(0, b0, n);
+        auto gates_t = gates_s.select(0, ts);
         at::sigmoid_out(gates_t, zs);
         auto candidate = gates_t.narrow(1, 2 * H, H);
-        at::tanh_out(candidate, zs.narrow(1, 2 * H, H));
-        T_* gp = gates[ts].data_ptr<T_>();
-        T_* cprev = cell[ts0].data_ptr<T_>();
-        T_* hprev = hidden[t].data_ptr<T_>();
-        T_* cnew = cell[ts1].data_ptr<T_>();
-        T_* hnew = hidden[t + 1].data_ptr<T_>();
-        T_* craw = cell_raw[ts].data_ptr<T_>();
+        at::tanh_out(candidate, z_candidate);
+        T_* gp = gates_p + ts * B * G;
+        T_* cprev = cell_p + ts0 * B * H;
+        T_* hprev = hidden_p + t * B * H;
+        T_* cnew = cell_p + ts1 * B * H;
+        T_* hnew = hidden_p + (t + 1) * B * H;
+        T_* craw = cell_raw_p + ts * B * H;
         for (int64_t b = b0; b < b1; ++b) {
           const T_* gb = gp + b * G;
           const T_* cp = cprev + b * H;
@@ -974,10 +1006,10 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
           _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) cr[j] = gb[H + j] * cp[j] + gb[j] * gb[2 * H + j];
         }
-        auto tanh_t = tanh_cell[ts].narrow(0, b0, n);
-        at::tanh_out(tanh_t, cell_raw[ts].narrow(0, b0, n));
-        const T_* tc = tanh_cell[ts].data_ptr<T_>();
-        T_* next_inp = t + 1 < T ? inputs[ts1].data_ptr<T_>() : nullptr;
+        auto tanh_t = tanh_s.select(0, ts);
+        at::tanh_out(tanh_t, cell_raw_s.select(0, ts));
+        const T_* tc = tanh_p + ts * B * H;
+        T_* next_inp = t + 1 < T ? inputs_p + ts1 * B * (RW + H) : nullptr;
         for (int64_t b = b0; b < b1; ++b) {
           const bool on = keep_p == nullptr || keep_p[b * T + t];
           const T_* gb = gp + b * G;
@@ -997,26 +1029,31 @@ std::tuple<std::vector<torch::Tensor>, std::shared_ptr<Boundaries>> fused_forwar
           }
           if (next_inp != nullptr) std::copy(hn, hn + H, next_inp + b * (RW + H) + RW);
         }
-        auto xi_out = xis[ts].narrow(0, b0, n);
-        at::addmm_out(xi_out, b_xi, hidden[t + 1].narrow(0, b0, n), wxit);
-        if (contextual) xi_out.add_(context_t[t].narrow(0, b0, n));
-        T_* xip = xis[ts].data_ptr<T_>();
+        auto xi_out = xis_s.select(0, ts);
+        at::addmm_out(xi_out, b_xi, hidden_s.select(0, t + 1), wxit);
+        if (contextual) xi_out.add_(context_s.select(0, t));
+        T_* xip = xis_p + ts * B * I;
         if (d.layer_norm) {  // xis keeps the normalised vectors: what the memory reads
-          T_* xh = xhat[ts].data_ptr<T_>();
-          T_* rs = rstd[ts].data_ptr<T_>();
+          T_* xh = xhat_p + ts * B * I;
+          T_* rs = rstd_p + ts * B;
           for (int64_t b = b0; b < b1; ++b)
-            layer_norm_forward(xip + b * d.I, d.I, ln_w_c.data_ptr<T_>(), ln_b_c.data_ptr<T_>(),
-                               xh + b * d.I, rs + b);
+            layer_norm_forward(xip + b * I, I, ln_w_c.data_ptr<T_>(), ln_b_c.data_ptr<T_>(),
+                               xh + b * I, rs + b);
         }
-        T_* rnext = reads[t + 1].data_ptr<T_>();
-        T_* rprev = reads[t].data_ptr<T_>();
+        T_* rnext = reads_p + (t + 1) * B * RW;
+        T_* rprev = reads_p + t * B * RW;
         for (int64_t b = b0; b < b1; ++b) {
           const bool on = keep_p == nullptr || keep_p[b * T + t];
           if (on) {
-            memory_forward(xip + b * d.I, Mp + b * N * W, up + b * N, Lp + b * K * NL * NL,
-                           pp + b * K * NL, wrp + b * R * N, wwp + b * K * N, rnext + b * R * W, d,
-                           lay, s, ts, ts1, b, ws);
+            memory_forward(xip + b * d.I, Min + b * N * W, Mp + b * N * W, up + b * N,
+                           Lin + b * K * NL * NL, Lp + b * K * NL * NL, pp + b * K * NL,
+                           wrp + b * R * N, wwp + b * K * N, rnext + b * R * W, d, lay, s, ts,
+                           ts1, b, ws);
           } else {  // padding: the state is carried through unchanged
+            if (t == 0) {
+              std::copy(Min + b * N * W, Min + (b + 1) * N * W, Mp + b * N * W);
+              std::copy(Lin + b * K * NL * NL, Lin + (b + 1) * K * NL * NL, Lp + b * K * NL * NL);
+            }
             std::copy(up + b * N, up + (b + 1) * N, s.usage + (ts1 * B + b) * N);
             std::copy(wrp + b * R * N, wrp + (b + 1) * R * N, s.read_weights + (ts1 * B + b) * R * N);
             std::copy(wwp + b * K * N, wwp + (b + 1) * K * N, s.write_weights + (ts1 * B + b) * K * N);
