@@ -69,6 +69,19 @@ EXPERIMENTS: dict[str, str] = {
     **{f"priority_sort-small-{v}": "priority_sort --preset full --task.num_inputs=5 "
        f"--task.num_outputs=4 --curriculum=false --iterations=8000 --eval_interval=500 "
        f"--variant {v} --seed=0 --threads=1" for v in ("dnc", "dnc-md")},
+    # ... and one lever at a time against priority_sort-small-dnc (why does it stall?).
+    **{f"priority_sort-small-{name}": "priority_sort --preset full --task.num_inputs=5 "
+       f"--task.num_outputs=4 --curriculum=false --iterations=8000 --eval_interval=500 "
+       f"{flags} --seed=0 --threads=1"
+       for name, flags in (("lr3e-3", "--lr=3e-3"), ("dnc-mds", "--variant dnc-mds"),
+                           ("rsdnc", "--variant rsdnc"), ("reads4", "--dnc.num_reads=4"),
+                           ("noclip", "--grad_clip=0"), ("batch64", "--batch_size=64"),
+                           ("lr1e-2", "--lr=1e-2"))},
+    # The whole curriculum (5 -> 4 up to 20 -> 16) at the learning rate that lesson needs.
+    **{f"priority_sort-lr3e-3-{s}": f"priority_sort --preset full --lr=3e-3 --seed={s} --threads=1"
+       for s in range(3)},
+    "priority_sort-lr3e-3-lstm": "priority_sort --preset full --lr=3e-3 --model=lstm --seed=0 --threads=1",
+    "priority_sort-tuned-0": "priority_sort --preset full --lr=3e-3 --seed=0 --threads=1",
     # Mini-SHRDLU, DNC against an LSTM of about the same parameter count.
     **{f"shrdlu-quick-{s}": f"shrdlu --preset quick --seed={s} --threads=1" for s in range(3)},
     **{f"shrdlu-quick-lstm-{s}": f"shrdlu --preset quick --model=lstm --seed={s} --threads=1"
@@ -79,6 +92,7 @@ EXPERIMENTS: dict[str, str] = {
 # name -> a second stage, resumed from the first with these overrides (a lower lr).
 FINE_TUNE: dict[str, str] = {
     "pretrained-repeat_copy": "--iterations=110000 --lr=1e-4",
+    "priority_sort-tuned-0": "--iterations=30000 --lr=1e-3",
 }
 
 
