@@ -524,7 +524,7 @@ class RecurrentMemoryModel(nn.Module):
         parameters' dtype follow x; the others keep a fixed dtype (integers, the
         sparse memory's float64 usage keys)."""
         cache = self.__dict__.setdefault("_layouts", {})
-        own = next(self.parameters()).dtype
+        own = self.output.weight.dtype  # as initial_state's
         key = (batch_size, id(self.config), own)  # with_memory_size: a new config; .double()
         if key not in cache:
             paths = state_paths(self.initial_state(batch_size, device="meta"))
