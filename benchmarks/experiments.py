@@ -45,6 +45,9 @@ EXPERIMENTS: dict[str, str] = {
     "traversal-quick-lstm": "traversal --preset quick --model=lstm --seed=0 --threads=1",
     "shortest_path-quick": "shortest_path --preset quick --seed=0 --threads=1",
     "inference-quick": "inference --preset quick --seed=0 --threads=1",
+    # Inference's first lesson with the levers that unstalled priority sort.
+    "inference-quick-lr3e-3": "inference --preset quick --lr=3e-3 --seed=0 --threads=1",
+    "inference-quick-rsdnc": "inference --preset quick --variant rsdnc --seed=0 --threads=1",
     # The successors against the DNC, same preset, budget and seeds (fused kernel for both).
     **{f"variants-ar-{v}-{s}": f"associative_recall --preset full --variant {v} --seed={s} --threads=1"
        for v in ("dnc", "dnc-md", "rsdnc") for s in range(3)},
@@ -81,7 +84,9 @@ EXPERIMENTS: dict[str, str] = {
     **{f"priority_sort-lr3e-3-{s}": f"priority_sort --preset full --lr=3e-3 --seed={s} --threads=1"
        for s in range(3)},
     "priority_sort-lr3e-3-lstm": "priority_sort --preset full --lr=3e-3 --model=lstm --seed=0 --threads=1",
-    "priority_sort-tuned-0": "priority_sort --preset full --lr=3e-3 --seed=0 --threads=1",
+    # ... then 10,000 more at 1e-3 (FINE_TUNE): 3e-3 climbs the curriculum, 1e-3 settles.
+    **{f"priority_sort-tuned-{s}": f"priority_sort --preset full --lr=3e-3 --seed={s} --threads=1"
+       for s in range(3)},
     # Mini-SHRDLU, DNC against an LSTM of about the same parameter count.
     **{f"shrdlu-quick-{s}": f"shrdlu --preset quick --seed={s} --threads=1" for s in range(3)},
     **{f"shrdlu-quick-lstm-{s}": f"shrdlu --preset quick --model=lstm --seed={s} --threads=1"
@@ -92,7 +97,7 @@ EXPERIMENTS: dict[str, str] = {
 # name -> a second stage, resumed from the first with these overrides (a lower lr).
 FINE_TUNE: dict[str, str] = {
     "pretrained-repeat_copy": "--iterations=110000 --lr=1e-4",
-    "priority_sort-tuned-0": "--iterations=30000 --lr=1e-3",
+    **{f"priority_sort-tuned-{s}": "--iterations=30000 --lr=1e-3" for s in range(3)},
 }
 
 
