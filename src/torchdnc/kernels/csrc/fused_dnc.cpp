@@ -86,11 +86,15 @@ struct Layout {
 };
 
 // Batch elements per thread when each thread runs its slice through the whole
-// sequence: one fork per call, so only very short, tiny calls stay on one thread.
+// sequence: one fork per call, worth it only when each thread gets about 2^21
+// multiply-adds or more. Waking the workers costs about 0.2 ms per call (measured:
+// DNC.step, one time step per call, at LSTM 64, N 16, R 4, batch 16 took 0.80 ms a
+// step on two threads against 0.59 ms on one), which a whole sequence or a large
+// memory repays many times over and a small one-step call does not.
 inline int64_t slice_grain(const Dims& d) {
   const int64_t step = d.N * (d.W + d.R + d.K) + d.K * d.NL() * d.NL() * (1 + d.R) +
                        d.G * (d.R * d.W + d.H) + d.I * d.H;
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(step * d.T, 1));
+  return std::max<int64_t>(1, (int64_t(1) << 21) / std::max<int64_t>(step * d.T, 1));
 }
 
 // Runs body(b0, b1) once per thread, each thread over its own contiguous slice
