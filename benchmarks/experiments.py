@@ -48,6 +48,7 @@ EXPERIMENTS: dict[str, str] = {
     # Inference's first lesson with the levers that unstalled priority sort.
     "inference-quick-lr3e-3": "inference --preset quick --lr=3e-3 --seed=0 --threads=1",
     "inference-quick-rsdnc": "inference --preset quick --variant rsdnc --seed=0 --threads=1",
+    "traversal-quick-lr3e-3": "traversal --preset quick --lr=3e-3 --seed=0 --threads=1",
     # The successors against the DNC, same preset, budget and seeds (fused kernel for both).
     **{f"variants-ar-{v}-{s}": f"associative_recall --preset full --variant {v} --seed={s} --threads=1"
        for v in ("dnc", "dnc-md", "rsdnc") for s in range(3)},
@@ -87,6 +88,11 @@ EXPERIMENTS: dict[str, str] = {
     # ... then 10,000 more at 1e-3 (FINE_TUNE): 3e-3 climbs the curriculum, 1e-3 settles.
     **{f"priority_sort-tuned-{s}": f"priority_sort --preset full --lr=3e-3 --seed={s} --threads=1"
        for s in range(3)},
+    # SAM (no links) on copy at N = 64 (as `torchdnc.bench.sparse_learning_check`) at a
+    # third of the quick preset's learning rate: is its instability at length 20 the step size?
+    **{f"sam-copy-lr1e-3-{s}": "copy --preset quick --memory_size=64 --model=sparse "
+       "--sparse.sparse_reads=4 --sparse.link_entries=0 --lr=1e-3 --iterations=8000 "
+       f"--seed={s} --threads=1" for s in range(3)},
     # Mini-SHRDLU, DNC against an LSTM of about the same parameter count.
     **{f"shrdlu-quick-{s}": f"shrdlu --preset quick --seed={s} --threads=1" for s in range(3)},
     **{f"shrdlu-quick-lstm-{s}": f"shrdlu --preset quick --model=lstm --seed={s} --threads=1"
