@@ -85,6 +85,8 @@ EXPERIMENTS: dict[str, str] = {
     **{f"priority_sort-lr3e-3-{s}": f"priority_sort --preset full --lr=3e-3 --seed={s} --threads=1"
        for s in range(3)},
     "priority_sort-lr3e-3-lstm": "priority_sort --preset full --lr=3e-3 --model=lstm --seed=0 --threads=1",
+    **{f"priority_sort-lr3e-3-lstm-{s}": f"priority_sort --preset full --lr=3e-3 --model=lstm "
+       f"--seed={s} --threads=1" for s in (1, 2)},
     # ... then 10,000 more at 1e-3 (FINE_TUNE): 3e-3 climbs the curriculum, 1e-3 settles.
     **{f"priority_sort-tuned-{s}": f"priority_sort --preset full --lr=3e-3 --seed={s} --threads=1"
        for s in range(3)},
