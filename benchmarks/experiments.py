@@ -95,6 +95,11 @@ EXPERIMENTS: dict[str, str] = {
     **{f"sam-copy-lr1e-3-{s}": "copy --preset quick --memory_size=64 --model=sparse "
        "--sparse.sparse_reads=4 --sparse.link_entries=0 --lr=1e-3 --iterations=8000 "
        f"--seed={s} --threads=1" for s in range(3)},
+    # ... and at the quick preset's rate without the gradient through w^R_{t-1} in the
+    # write (`write_read_gradient=false`, not the paper's; benchmarks/sam_gradient_spikes.py).
+    **{f"sam-copy-nowrg-{s}": "copy --preset quick --memory_size=64 --model=sparse "
+       "--sparse.sparse_reads=4 --sparse.link_entries=0 --sparse.write_read_gradient=false "
+       f"--seed={s} --threads=1" for s in range(3)},
     # Mini-SHRDLU, DNC against an LSTM of about the same parameter count.
     **{f"shrdlu-quick-{s}": f"shrdlu --preset quick --seed={s} --threads=1" for s in range(3)},
     **{f"shrdlu-quick-lstm-{s}": f"shrdlu --preset quick --model=lstm --seed={s} --threads=1"

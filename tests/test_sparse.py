@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from conftest import assert_same
+from conftest import assert_same, leaves
 from torchdnc import addressing as dense
 from torchdnc import DNCConfig
 from torchdnc.sparse import (ExactIndex, SparseSession, SparseDNC, SparseDNCConfig,
@@ -418,3 +418,21 @@ def test_faiss_model_runs_chunks_like_one_pass():
     assert_same(state, whole_state)
     copied = copy.deepcopy(model)  # the index's cache is rebuilt, not copied
     assert_same(copied(x)[0], whole)
+
+
+def test_write_read_gradient_off_changes_gradients_only_through_the_write_path():
+    """``write_read_gradient=False`` gives the same outputs and state; the gradient
+    no longer flows from the write weights into the previous step's read weights
+    (the read -> write -> read loop behind SAM's gradient spikes on copy)."""
+    x = torch.randn(3, 7, 5, dtype=f64)
+    on, off = small_model(), small_model(write_read_gradient=False)
+    off.load_state_dict(on.state_dict())
+    (y1, s1), (y2, s2) = on(x), off(x)
+    assert_same(y2, y1)
+    for a, b in zip(leaves(s1), leaves(s2)):
+        assert_same(b, a)
+    g1 = torch.autograd.grad(y1.square().sum(), list(on.parameters()))
+    g2 = torch.autograd.grad(y2.square().sum(), list(off.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(g1, g2))
+    with pytest.raises(ValueError, match="write_read_gradient"):
+        SparseDNCConfig(write_read_gradient="no")

@@ -179,8 +179,10 @@ class SparseSession:
     """
 
     def __init__(self, state: SparseMemoryState, index, sparse_reads: int, usage: str,
-                 usage_threshold: float, usage_discount: float) -> None:
+                 usage_threshold: float, usage_discount: float,
+                 write_read_gradient: bool = True) -> None:
         self.index = index
+        self.write_read_gradient = write_read_gradient
         self.sparse_reads = sparse_reads
         self.usage = usage
         self.usage_threshold = usage_threshold
@@ -220,8 +222,9 @@ class SparseSession:
         on = None if keep is None else keep.to(state.read_weights.dtype)
 
         least_used = addressing.least_used(state.usage, state.usage_blocks)
+        previous = state.read_weights if self.write_read_gradient else state.read_weights.detach()
         write_ids, write_totals, write_first = addressing.write_weights(
-            state.read_ids, state.read_weights, least_used, interface.write_gate,
+            state.read_ids, previous, least_used, interface.write_gate,
             interface.interpolation_gate)
         old = tape.gather(memory, write_ids)
         new = addressing.erase_and_write(old, write_ids, least_used, write_totals,

@@ -54,6 +54,10 @@ class SparseDNCConfig(fields.ConfigIO):
     ``index_probes`` (faiss: inverted lists, 0 = round(sqrt N); lists probed
     per key), ``usage`` (``"last_access"`` with threshold ``usage_threshold``
     delta, or ``"discounted"`` with factor ``usage_discount`` lambda).
+    ``write_read_gradient`` False stops the gradient through w^R_{t-1} in the
+    write weights alpha (gamma w^R_{t-1} + (1 - gamma) I^U) (not in the paper:
+    that path is a read -> write -> read loop whose gradient explodes on copy;
+    README, sparse access).
     """
 
     input_size: int = 8
@@ -76,6 +80,7 @@ class SparseDNCConfig(fields.ConfigIO):
     usage_threshold: float = 0.005  # delta: an access counts when its weight exceeds this
     usage_discount: float = 0.99  # lambda of the discounted usage
     check_finite: bool = True  # as DNCConfig.check_finite
+    write_read_gradient: bool = True  # False: no gradient through w^R_{t-1} in the write (not the paper's)
 
     def __post_init__(self) -> None:
         check_model_config(self)
@@ -90,6 +95,7 @@ class SparseDNCConfig(fields.ConfigIO):
         fields.choice("usage", self.usage, USAGE_KINDS)
         fields.number("usage_threshold", self.usage_threshold, 0, below=1)
         fields.number("usage_discount", self.usage_discount, above=0, below=1)
+        fields.boolean("write_read_gradient", self.write_read_gradient)
 
     @classmethod
     def from_dense(cls, config: DNCConfig, **sparse: Any) -> "SparseDNCConfig":
@@ -185,7 +191,7 @@ class SparseDNC(RecurrentMemoryModel):
     def _memory_session(self, state: SparseMemoryState):
         c = self.config
         session = SparseSession(state, self.index, c.sparse_reads, c.usage, c.usage_threshold,
-                                c.usage_discount)
+                                c.usage_discount, c.write_read_gradient)
         return session, session.buffers(state)
 
     def _memory_step(self, session: SparseSession, state: SparseMemoryState, hidden: Tensor,
