@@ -9,7 +9,8 @@ the one sequence and the one scored step that carry the worst of them, and print
 that sequence's write and interpolation gates and its sharpest read weight per
 step. It also repeats the worst batches with nearly empty rows left out of the
 content search (`torchdnc.sparse.index.ZERO_ROW_NORM` raised), to test whether
-reading rows of tiny norm is the cause.
+reading rows of tiny norm is the cause, and with the gradient through the previous
+read weights in the write stopped (``write_read_gradient=False``).
 """
 
 from __future__ import annotations
@@ -70,10 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     print("interpolation gates:", [round(v, 2) for v in trace.interpolation_gates[0].flatten().tolist()])
     print("largest read weight:", [round(v, 2) for v in
                                    trace.read_weights[0].flatten(1).max(-1).values.tolist()])
+    default = sparse_index.ZERO_ROW_NORM
     for threshold in (1e-8, 1e-4, 1e-2):
         sparse_index.ZERO_ROW_NORM = threshold
         print(f"rows of squared norm <= {threshold:g} left out of the search: worst batches' norms "
               f"{[round(gradient_norm(model, task, batches[i])) for i in order[:4]]}")
+    sparse_index.ZERO_ROW_NORM = default
+    model.config.write_read_gradient = False  # the same weights, the write path's gradient stopped
+    stopped = [gradient_norm(model, task, b) for b in batches]
+    print(f"write_read_gradient=False: worst batches' norms "
+          f"{[round(stopped[i]) for i in order[:4]]}, median {sorted(stopped)[len(stopped) // 2]:.0f}, "
+          f"largest {max(stopped):.0f}")
     return 0
 
 
