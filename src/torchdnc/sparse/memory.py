@@ -4,7 +4,9 @@ One step (Rae et al. 2016, section 3; the SDNC of the supplementary when
 ``link_entries`` K_L > 0), in order:
 
 1. I^U_t, the least recently accessed slot, from the usage at t - 1.
-2. Write weights w^W_t = alpha (gamma w^R_{t-1} + (1 - gamma) I^U_t).
+2. Write weights w^W_t = alpha (gamma w^R_{t-1} + (1 - gamma) I^U_t) (with
+   ``write_read_gradient=False``, not the paper's, no gradient reaches w^R_{t-1}
+   this way: it closes a read -> write -> read loop whose gradient explodes).
 3. Erase the row I^U_t, add w^W_t a_t^T (in place, journaled).
 4. SDNC: sparse link matrix L_t from w^W_t and the PREVIOUS precedence,
    then the precedence p_t (both pruned to K_L entries per row / column).
