@@ -185,7 +185,7 @@ class DNC(RecurrentMemoryModel):
             projected.shape[1], projected.shape[0], c.num_writes, access.link.shape[-1],
             projected.element_size(), access.memory[0].numel())
         empty = torch.empty(0, dtype=torch.bool, device=projected.device)
-        norm = self.access._modules.get("layer_norm")  # (getattr: a slow miss)
+        norm = getattr(self.access, "layer_norm", None)
         none = projected.new_empty(0)
         w_xi = self.access.interface.weight
         if context is not None:  # bi-rsDNC: W_xi [h; h^bw] = W_xi[:, :H] h + W_xi[:, H:] h^bw
