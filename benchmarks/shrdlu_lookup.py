@@ -1,14 +1,17 @@
-"""Can the Mini-SHRDLU agent learn the first lesson's move at all? A supervised check.
+"""Can the Mini-SHRDLU agent learn a lesson's move at all? A supervised check.
 
-The first quick lesson (1 goal of 1 constraint, 3 blocks, one move away) has
-exactly one solving move per problem. This trains the quick preset's agent
-(DNC or LSTM, same sizes) by cross-entropy on that move at the query step, no
-reinforcement learning, and prints the accuracy per relation every 100
-iterations. It separates "the network cannot learn the board lookup (fast
-enough)" from "the policy gradient is too weak".
+The first two quick lessons (1 or 2 goals of 1 constraint, 3 blocks, the asked-for
+goal one move away) have exactly one solving move per problem. This trains the
+quick preset's agent (DNC or LSTM, same sizes) by cross-entropy on that move at
+the query step, no reinforcement learning, and prints the accuracy per relation
+every 100 iterations (with ``--lesson 2`` also by which goal was asked: shown
+first or second). It separates "the network cannot learn the board lookup (or
+the retrieval of a goal by its letter) fast enough" from "the policy gradient is
+too weak".
 
     python benchmarks/shrdlu_lookup.py --lr 1e-3
     python benchmarks/shrdlu_lookup.py --lr 3e-3 [--model lstm] [--iterations 1500]
+    python benchmarks/shrdlu_lookup.py --lr 3e-3 --lesson 2 [--model lstm]
 """
 
 from __future__ import annotations
@@ -33,19 +36,24 @@ def solving_moves(problems: shrdlu.Problems) -> torch.Tensor:
                          constraints, valid) == valid.sum(-1)
         for move in range(len(shrdlu.MOVES) - 1)], 1)
     if not bool((solves.sum(1) == 1).all()):
-        raise RuntimeError("a first-lesson problem without exactly one solving move")
+        raise RuntimeError("a problem without exactly one solving move (lessons 1-2 only)")
     return solves.float().argmax(1)
 
 
 def observations(problems: shrdlu.Problems) -> torch.Tensor:
-    """The goal step and the query step of each episode, as the agent sees them."""
+    """The goal steps and the query step of each episode, as the agent sees them."""
     count = len(problems.boards)
-    x = torch.zeros(count, 2, task_module.OBSERVATION)
+    shown = int(problems.valid.flatten(1).sum(1).max())
+    if not bool((problems.valid.flatten(1).sum(1) == shown).all()):
+        raise RuntimeError("episodes with different numbers of goal steps (lessons 1-2 only)")
+    x = torch.zeros(count, shown + 1, task_module.OBSERVATION)
     task_module._goal_phase(x, problems)
     go = shrdlu.LETTERS + 2 * shrdlu.MAX_BLOCKS + len(shrdlu.RELATIONS)
-    x[:, 1, go] = 1
-    x[torch.arange(count), 1, problems.letters[torch.arange(count), problems.chosen]] = 1
-    x[:, 1, -shrdlu.HEIGHT * shrdlu.COLUMNS * shrdlu.MAX_BLOCKS:] = task_module._board_code(problems.boards)
+    x[:, shown] = 0
+    x[:, shown, go] = 1
+    x[torch.arange(count), shown, problems.letters[torch.arange(count), problems.chosen]] = 1
+    x[:, shown, -shrdlu.HEIGHT * shrdlu.COLUMNS * shrdlu.MAX_BLOCKS:] = \
+        task_module._board_code(problems.boards)
     return x
 
 
@@ -55,6 +63,8 @@ def main() -> None:
     parser.add_argument("--model", default="dnc", choices=("dnc", "lstm"))
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lesson", type=int, default=1, choices=(1, 2),
+                        help="quick lesson: 1 (one goal) or 2 (two goals, act on the asked one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = resolve_config("shrdlu", "quick", {"model": args.model, "seed": args.seed})
@@ -63,16 +73,19 @@ def main() -> None:
     model = build_model(config, task)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
     generator = torch.Generator().manual_seed(args.seed + 1)
-    lesson = {k: v for k, v in task.levels()[0].items() if k != "lesson"}
+    lesson = {k: v for k, v in task.levels()[args.lesson - 1].items() if k != "lesson"}
     names = [name.replace(" of", "") for name in shrdlu.RELATIONS]
-    print(f"{args.model}, Adam lr {args.lr}: iteration, loss, accuracy over the last 100 "
-          f"batches (all, {', '.join(names)})")
+    by_goal = " and by the goal asked (shown first, second)" if args.lesson == 2 else ""
+    print(f"{args.model}, Adam lr {args.lr}, lesson {args.lesson}: iteration, loss, accuracy "
+          f"over the last 100 batches (all, {', '.join(names)}){by_goal}")
     right = torch.zeros(4)
     seen = torch.zeros(4)
+    right_goal = torch.zeros(2)
+    seen_goal = torch.zeros(2)
     for step in range(1, args.iterations + 1):
         problems = task.problems(config.batch_size, generator, **lesson)
         target = solving_moves(problems)
-        logits = model(observations(problems))[0][:, 1, : len(shrdlu.MOVES) - 1]
+        logits = model(observations(problems))[0][:, -1, : len(shrdlu.MOVES) - 1]
         loss = F.cross_entropy(logits, target)
         optimizer.zero_grad()
         loss.backward()
@@ -81,12 +94,17 @@ def main() -> None:
         hit = (logits.argmax(1) == target).float()
         right += torch.zeros(4).index_add_(0, relation, hit)
         seen += torch.bincount(relation, minlength=4).float()
+        asked = problems.chosen.clamp(max=1)
+        right_goal += torch.zeros(2).index_add_(0, asked, hit)
+        seen_goal += torch.bincount(asked, minlength=2).float()
         if step % 100 == 0:
             per = (right / seen.clamp(min=1)).tolist()
+            if args.lesson == 2:
+                per += (right_goal / seen_goal.clamp(min=1)).tolist()
             print(f"{step:5d} {loss.item():.3f} {right.sum().item() / seen.sum().item():.2f} "
                   + " ".join(f"{p:.2f}" for p in per), flush=True)
-            right.zero_()
-            seen.zero_()
+            for counts in (right, seen, right_goal, seen_goal):
+                counts.zero_()
 
 
 if __name__ == "__main__":

@@ -247,6 +247,40 @@ def test_gates_can_be_held_for_an_ablation():
         DNCConfig(fixed_free_gates=2.0)
 
 
+@pytest.mark.parametrize("implementation", ["plain", "fused"])
+def test_gates_can_be_held_at_test_time_on_a_trained_model(implementation):
+    # with_held_gates: the same weights, run as a DNC built with the gates held;
+    # the model it came from keeps learning its gates.
+    torch.manual_seed(10)
+    options = dict(input_size=4, output_size=3, memory_size=5, word_size=3, num_reads=2,
+                   implementation=implementation)
+    dnc = DNC(**options).double()
+    x = torch.randn(2, 8, 4, dtype=f64)
+    before, _, trace = dnc(x, return_trace=True)
+    assert trace.free_gates.abs().sum() > 0
+    for held_gates, built in ((dict(free_gates=0), dict(fixed_free_gates=0.0)),
+                              (dict(allocation_gates=0.25), dict(fixed_allocation_gates=0.25)),
+                              (dict(free_gates=1, allocation_gates=0),
+                               dict(fixed_free_gates=1.0, fixed_allocation_gates=0.0))):
+        held = dnc.with_held_gates(**held_gates)
+        reference = DNC(**options, **built).double()
+        reference.load_state_dict(dnc.state_dict())
+        assert held.output.weight is dnc.output.weight
+        y, state, trace = held(x, return_trace=True)
+        want, want_state, _ = reference(x, return_trace=True)
+        assert_same(y, want)
+        assert_same(state.access.usage, want_state.access.usage)
+        if "free_gates" in held_gates:
+            assert torch.all(trace.free_gates == held_gates["free_gates"])
+        if "allocation_gates" in held_gates:
+            assert torch.all(trace.allocation_gates == held_gates["allocation_gates"])
+    again, _ = dnc(x)
+    assert_same(again, before)  # the original still learns its gates
+    assert dnc.config.fixed_free_gates == -1 and dnc.access.fixed_gates["free_gates"] == -1
+    with pytest.raises(ValueError, match="fixed_allocation_gates: expected a number >= 0 and <= 1"):
+        dnc.with_held_gates(allocation_gates=1.5)
+
+
 def test_bench_times_every_variant(tmp_path, capsys):
     # `torchdnc bench --variant` takes every named set; the bi-rsDNC has no step
     # mode, so its step-loop column stays empty instead of the bench failing.

@@ -17,6 +17,8 @@ h_t -> xi_t) and ``output`` (`nn.Linear` on [h_t; r_t], r_t flattened head-major
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -152,6 +154,27 @@ class DNC(RecurrentMemoryModel):
                                        c.fixed_allocation_gates)
 
         self._build(DNCConfig, config, kwargs, memory_layers)
+
+    def with_held_gates(self, free_gates: float | None = None,
+                        allocation_gates: float | None = None) -> "DNC":
+        """The same model (shared parameters) with its free gates and/or
+        allocation gates held at a value in [0, 1] (-1 learns them again): a
+        test-time ablation. ``dnc.with_held_gates(free_gates=0)`` asks what a
+        trained DNC does when it can no longer free a slot; the model itself is
+        left as it is."""
+        changes = {}
+        for name, value in (("fixed_free_gates", free_gates),
+                            ("fixed_allocation_gates", allocation_gates)):
+            if value is not None:
+                changes[name] = float(value) if not isinstance(value, bool) else value
+        held = copy.copy(self)
+        held.config = dataclasses.replace(self.config, **changes)  # validates the values
+        held._modules = dict(self._modules)  # a new access module; the rest shared
+        access = copy.copy(self.access)
+        access.fixed_gates = {"free_gates": held.config.fixed_free_gates,
+                              "allocation_gates": held.config.fixed_allocation_gates}
+        held._modules["access"] = access
+        return held
 
     def _initial_access(self, batch_size: int, device, dtype) -> MemoryState:
         c = self.config

@@ -27,10 +27,14 @@ from torchdnc.viz.style import pyplot, save_figure
 TASKS = {
     "copy": dict(task="copy", preset="quick", train_items=20, item_key="length",
                  overrides={"word_size": 16, "memory_size": 24, "iterations": 3000}),
+    # Associative recall: the full preset's DNC with LSTM 64 and N 32, at Adam 1e-2. At
+    # the preset's 1e-3 no model got past the second of five levels in 6,000 iterations;
+    # at 3e-3 a DNC reached level 4 (1.8 wrong bits); at 1e-2 all three seeds reach 6
+    # items with 0.03-0.2 wrong bits by 5,000-6,000 iterations (about 90 s each).
     "associative_recall": dict(task="associative_recall", preset="full", train_items=6,
                                item_key="items",
-                               overrides={"hidden_size": 64, "memory_size": 32,
-                                          "iterations": 6000, "eval_interval": 250}),
+                               overrides={"hidden_size": 64, "memory_size": 32, "lr": 1e-2,
+                                          "iterations": 8000, "eval_interval": 250}),
 }
 MULTIPLES = (0.25, 0.5, 1, 2, 4)
 ITEMS = {"copy": (5, 10, 20, 40, 80), "associative_recall": (2, 4, 6, 8, 12, 16)}

@@ -36,8 +36,18 @@ VARIANTS = {
     "no-free": {"fixed_free_gates": 0.0},
     "no-allocation": {"fixed_allocation_gates": 0.0},
 }
-CONTROLLERS = {"lstm": {"controller": "lstm"},
-               "feedforward": {"controller": "feedforward", "num_layers": 1}}
+# The same ablations at test time: the DNCs trained with every gate free to learn,
+# run with a gate held (`DNC.with_held_gates`). Trained with a gate held, a DNC can
+# learn a way around it; held only at test time, it shows what the learned
+# solution relies on.
+HELD_AT_TEST = {
+    "full, free held at test": {"free_gates": 0.0},
+    "full, allocation held at test": {"allocation_gates": 0.0},
+}
+# The feed-forward run comes first: it is the longest, and started first it runs
+# beside all the others instead of after them.
+CONTROLLERS = {"feedforward": {"controller": "feedforward", "num_layers": 1},
+               "lstm": {"controller": "lstm"}}
 # The fused kernel runs LSTM controllers only: a feed-forward run takes the plain
 # path, about 2 iterations/s here (10-30x slower), so it gets one seed.
 FEEDFORWARD_SEEDS = 1
@@ -82,15 +92,22 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
         controller, variant, seed = parts[1], "-".join(parts[2:-1]), int(parts[-1][1:])
         params = {"min_length": LENGTH, "max_length": LENGTH, "min_blocks": BLOCKS,
                   "max_blocks": BLOCKS}
-        m = score(model, task, params, batches, batch_size, seed)
-        rows.append(dict(controller=controller, variant=variant, seed=seed,
-                         bit_error=m["bit_error"], perfect=m["perfect"]))
+        tested = {variant: model}
+        if variant == "full" and controller == "lstm":
+            tested.update({name: model.with_held_gates(**gates)
+                           for name, gates in HELD_AT_TEST.items()})
         batch = task.sample(1 if quick else 16, torch.Generator().manual_seed(seed), **params)
+        for label, tested_model in tested.items():
+            m = score(tested_model, task, params, batches, batch_size, seed)
+            rows.append(dict(controller=controller, variant=label, seed=seed,
+                             bit_error=m["bit_error"], perfect=m["perfect"]))
+            with torch.no_grad():
+                outputs, _, trace = tested_model(batch.inputs, return_trace=True)
+            usage = trace.usage.mean(0).sum(-1)  # slots in use over time
+            usage_rows += [dict(controller=controller, variant=label, seed=seed, step=t,
+                                used=float(u)) for t, u in enumerate(usage.tolist())]
         with torch.no_grad():
             outputs, _, trace = model(batch.inputs, return_trace=True)
-        usage = trace.usage.mean(0).sum(-1)  # slots in use over time
-        usage_rows += [dict(controller=controller, variant=variant, seed=seed, step=t,
-                            used=float(u)) for t, u in enumerate(usage.tolist())]
         if seed == 0 and variant == "full":
             figure = memory_figure(trace, inputs=batch.inputs[0], targets=batch.targets[0],
                                    outputs=torch.sigmoid(outputs[0]), steps=batch.loss_mask[0].bool(),
@@ -132,21 +149,22 @@ def overload(model, task, seed: int, quick: bool) -> list[dict[str, Any]]:
 def figures(out: Path, rows, usage_rows, age_rows) -> list[Path]:
     plt = pyplot()
     figure, (bars, usage) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    labels, means, errors = [], [], []
+    labels, means, errors, colors = [], [], [], []
     for controller in CONTROLLERS:
-        for variant in VARIANTS:
+        for variant in (*VARIANTS, *HELD_AT_TEST):
             chosen = [r["bit_error"] for r in rows if r["controller"] == controller
                       and r["variant"] == variant]
             if chosen:
                 mean, sd = spread(chosen)
-                labels.append(f"{controller}\n{variant}")
+                labels.append(f"{controller}\n" + variant.replace(", ", "\n").replace(" held", "\nheld"))
                 means.append(mean)
                 errors.append(sd)
-    bars.bar(range(len(labels)), means, yerr=errors, capsize=3, color="tab:blue")
+                colors.append("tab:orange" if variant in HELD_AT_TEST else "tab:blue")
+    bars.bar(range(len(labels)), means, yerr=errors, capsize=3, color=colors)
     bars.set_xticks(range(len(labels)))
     bars.set_xticklabels(labels, fontsize=7)
-    bars.set_ylabel("bit error, 10 copies of 5 vectors")
-    for variant in VARIANTS:
+    bars.set_ylabel("bit error, 10 copies of 5 vectors\n(orange: gate held only at test time)")
+    for variant in (*VARIANTS, *HELD_AT_TEST):
         chosen = [r for r in usage_rows if r["controller"] == "lstm" and r["variant"] == variant]
         steps = sorted({r["step"] for r in chosen})
         if steps:

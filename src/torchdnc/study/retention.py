@@ -53,6 +53,14 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
             rows.append(dict(model=kind, seed=seed, delay=delay, items=ITEMS,
                              bit_error=m["bit_error"], perfect=m["perfect"]))
             if kind == "dnc":
+                # The same DNC with its free gates held at 0 at test time: nothing it
+                # stored can be released for the allocation to overwrite.
+                held = model.with_held_gates(free_gates=0.0)
+                m = score(held, task, {"min_length": ITEMS, "max_length": ITEMS,
+                                       "min_delay": delay, "max_delay": delay},
+                          batches, batch_size, seed)
+                rows.append(dict(model="dnc, free gates held at test", seed=seed, delay=delay,
+                                 items=ITEMS, bit_error=m["bit_error"], perfect=m["perfect"]))
                 waiting.append(_waiting(model, task, seed, delay, quick))
     written = write_rows(out, "retention", rows, {"seeds": seeds, "quick": quick, "train": TRAIN})
     written += write_rows(out, "waiting", waiting, {"seeds": seeds, "quick": quick})
@@ -62,32 +70,56 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
                       f"recall of {ITEMS} vectors after a delay"),
         summary_table(waiting, ("seed", "delay"), ("write_gate", "slots_used"),
                       "the DNC while it waits: mean write gate over the blank steps, "
-                      "slots in use (total usage) when the answer starts")]))
+                      "slots in use (total usage) when the answer starts"),
+        summary_table(waiting, ("seed", "delay"), ("stored_similarity", "stored_similarity_held"),
+                      "how much of what was stored is still there when the answer starts: "
+                      "cosine similarity of the rows written most during the input, then "
+                      "and at the cue (as trained; free gates held at 0 at test)")]))
     return {"written": [str(p) for p in written], "retention": rows, "waiting": waiting}
 
 
 def _waiting(model, task, seed: int, delay: int, quick: bool) -> dict[str, Any]:
-    """What a DNC writes while it waits: its mean write gate over the blank steps
-    and its total usage on the step the answer starts (``study/retention/waiting.csv``)."""
+    """What a DNC writes while it waits (``study/retention/waiting.csv``): its mean
+    write gate over the blank steps, its total usage on the step the answer
+    starts, and how much of what it stored is still there then: the cosine
+    similarity between the ``ITEMS`` rows written most during the input, right
+    after the input and at the cue (``stored_similarity``; ``_held``: with the
+    free gates held at 0)."""
     batch = task.sample(2 if quick else 16, torch.Generator().manual_seed(20_011 + seed),
                         min_length=ITEMS, max_length=ITEMS, min_delay=delay, max_delay=delay)
-    with torch.no_grad():
-        _, _, trace = model(batch.inputs, return_trace=True)
     start = ITEMS + 1  # the first blank step; the answer starts at start + delay
-    gates = trace.write_gates[:, start : start + delay].mean() if delay else torch.tensor(0.0)
-    used = trace.usage[:, start + delay - 1].sum(-1).mean()
-    return dict(seed=seed, delay=delay, write_gate=float(gates), slots_used=float(used))
+    found = dict(seed=seed, delay=delay)
+    for suffix, tested in (("", model), ("_held", model.with_held_gates(free_gates=0.0))):
+        with torch.no_grad():
+            _, stored, trace = tested(batch.inputs[:, :start], return_trace=True)
+            cued, later = stored, None
+            if delay:
+                _, cued, later = tested(batch.inputs[:, start : start + delay], stored,
+                                        return_trace=True)
+        rows = trace.write_weights.sum(dim=(1, 2)).topk(ITEMS, dim=-1).indices  # [B, ITEMS]
+        index = rows.unsqueeze(-1).expand(-1, -1, stored.access.memory.shape[-1])
+        similarity = torch.nn.functional.cosine_similarity(
+            cued.access.memory.gather(1, index), stored.access.memory.gather(1, index), dim=-1)
+        found[f"stored_similarity{suffix}"] = float(similarity.mean())
+        if not suffix:
+            gates = later.write_gates.mean() if delay else torch.tensor(0.0)
+            used = (later.usage[:, -1] if delay else trace.usage[:, -1]).sum(-1).mean()
+            found.update(write_gate=float(gates), slots_used=float(used))
+    return found
 
 
 def figure(out: Path, rows: list[dict[str, Any]]) -> Path:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     delays = sorted({r["delay"] for r in rows})
-    for kind, label in (("dnc", "DNC"), ("lstm", "LSTM (DNC's parameters)")):
+    for kind, label in (("dnc", "DNC"), ("dnc, free gates held at test",
+                                           "DNC, free gates held at 0 at test time"),
+                        ("lstm", "LSTM (DNC's parameters)")):
         stats = [spread([r["bit_error"] for r in rows if r["model"] == kind and r["delay"] == d])
                  for d in delays]
         axis.errorbar([max(d, 1) for d in delays], [m for m, _ in stats], yerr=[s for _, s in stats],
-                      marker="o", capsize=3, label=label, linestyle="-" if kind == "dnc" else "--")
+                      marker="o", capsize=3, label=label,
+                      linestyle="--" if kind == "lstm" else "-")
     axis.axvline(TRAIN["max_delay"], color="gray", lw=0.8, ls=":")
     axis.set_xscale("log")
     axis.set_xlabel("blank steps between storing and recalling (log; 0 drawn at 1); dotted: "
