@@ -13,7 +13,7 @@ def test_every_part_runs_quick_and_writes_numbers_and_figures(tmp_path):
     for part, files in {"load": ["load.csv", "hidden.json", "memory_size.csv", "load-copy.png",
                                  "memory_size-copy.png", "hidden-copy.png"],
                         "retention": ["retention.csv", "retention.png"],
-                        "overflow": ["overflow.json", "overload.csv", "overflow-lstm.png",
+                        "overflow": ["overflow.json", "overload.csv", "overflow_blocks.csv", "overflow-lstm.png",
                                      "overflow-ablations.png"],
                         "cost": ["cost.csv", "cost.png"]}.items():
         for name in files:

@@ -40,6 +40,10 @@ VARIANTS = {
 # run with a gate held (`DNC.with_held_gates`). Trained with a gate held, a DNC can
 # learn a way around it; held only at test time, it shows what the learned
 # solution relies on.
+BLOCK_COUNTS = (2, 4, 6, 8, 10)  # the curriculum's levels
+# The memory figure: the ten blocks for the LSTM controller; four (20 vectors, twice
+# the slots) for the feed-forward one, the most it copies (it does not learn ten).
+FIGURE_BLOCKS = {"lstm": BLOCKS, "feedforward": 4}
 HELD_AT_TEST = {
     "full, free held at test": {"free_gates": 0.0},
     "full, allocation held at test": {"allocation_gates": 0.0},
@@ -79,7 +83,7 @@ def runs(seeds: int, quick: bool) -> list[Run]:
 
 def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[str, Any]:
     batches, batch_size = (1, 4) if quick else (8, 32)
-    rows, usage_rows, age_rows = [], [], []
+    rows, usage_rows, age_rows, block_rows = [], [], [], []
     trained = train_all(runs(seeds, quick), out / "runs", jobs)
     written = []
     for name, path in trained.items():
@@ -106,23 +110,38 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
             usage = trace.usage.mean(0).sum(-1)  # slots in use over time
             usage_rows += [dict(controller=controller, variant=label, seed=seed, step=t,
                                 used=float(u)) for t, u in enumerate(usage.tolist())]
-        with torch.no_grad():
-            outputs, _, trace = model(batch.inputs, return_trace=True)
-        if seed == 0 and variant == "full":
-            figure = memory_figure(trace, inputs=batch.inputs[0], targets=batch.targets[0],
-                                   outputs=torch.sigmoid(outputs[0]), steps=batch.loss_mask[0].bool(),
+        if variant != "full":
+            continue
+        for blocks in BLOCK_COUNTS[:2] if quick else BLOCK_COUNTS:  # error against blocks
+            m = score(model, task, {**params, "min_blocks": blocks, "max_blocks": blocks},
+                      batches, batch_size, seed)
+            block_rows.append(dict(controller=controller, seed=seed, blocks=blocks,
+                                   vectors=blocks * LENGTH, bit_error=m["bit_error"],
+                                   perfect=m["perfect"]))
+        if seed == 0:
+            blocks = FIGURE_BLOCKS[controller]
+            shown = task.sample(1, torch.Generator().manual_seed(seed),
+                                **{**params, "min_blocks": blocks, "max_blocks": blocks})
+            with torch.no_grad():
+                outputs, _, trace = model(shown.inputs, return_trace=True)
+            figure = memory_figure(trace, inputs=shown.inputs[0], targets=shown.targets[0],
+                                   outputs=torch.sigmoid(outputs[0]), steps=shown.loss_mask[0].bool(),
                                    max_heads=1)
             written.append(save_figure(figure, out / f"overflow-{controller}.png",
-                                       f"{BLOCKS} copies of {LENGTH} vectors through {SLOTS} slots "
+                                       f"{blocks} copies of {LENGTH} vectors through {SLOTS} slots "
                                        f"({controller} controller)"))
     meta = {"seeds": seeds, "quick": quick, "blocks": BLOCKS, "length": LENGTH, "slots": SLOTS}
     written += write_rows(out, "overflow", rows, meta)
     written += write_rows(out, "overflow_usage", usage_rows, meta)
     written += write_rows(out, "overload", age_rows, meta)
+    written += write_rows(out, "overflow_blocks", block_rows, meta)
     written += figures(out, rows, usage_rows, age_rows)
     written.append(write_summary(out, "torchdnc study overflow", [
         summary_table(rows, ("controller", "variant"), ("bit_error", "perfect"),
                       f"{BLOCKS} copies of {LENGTH} vectors through {SLOTS} slots"),
+        summary_table(block_rows, ("controller", "blocks", "vectors"), ("bit_error", "perfect"),
+                      f"the full DNCs against the number of copies of {LENGTH} vectors "
+                      f"through {SLOTS} slots"),
         summary_table(age_rows, ("controller", "items", "position"), ("bit_error",),
                       f"one copy of k vectors through {SLOTS} slots: error by position")]))
     return {"written": [str(p) for p in written], "overflow": rows, "overload": age_rows}
