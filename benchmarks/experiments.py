@@ -49,6 +49,7 @@ EXPERIMENTS: dict[str, str] = {
     "inference-quick-lr3e-3": "inference --preset quick --lr=3e-3 --seed=0 --threads=1",
     "inference-quick-rsdnc": "inference --preset quick --variant rsdnc --seed=0 --threads=1",
     "inference-quick-lr1e-2": "inference --preset quick --lr=1e-2 --seed=0 --threads=1",
+    "inference-quick-lr3e-3-1": "inference --preset quick --lr=3e-3 --seed=1 --threads=1",
     "traversal-quick-lr3e-3": "traversal --preset quick --lr=3e-3 --seed=0 --threads=1",
     # The successors against the DNC, same preset, budget and seeds (fused kernel for both).
     **{f"variants-ar-{v}-{s}": f"associative_recall --preset full --variant {v} --seed={s} --threads=1"
