@@ -12,11 +12,13 @@ too weak".
     python benchmarks/shrdlu_lookup.py --lr 1e-3
     python benchmarks/shrdlu_lookup.py --lr 3e-3 [--model lstm] [--iterations 1500]
     python benchmarks/shrdlu_lookup.py --lr 3e-3 --lesson 2 [--model lstm]
+    python benchmarks/shrdlu_lookup.py --lr 3e-3 --lesson 2 --set dnc.hidden_size=128
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,31 @@ def solving_moves(problems: shrdlu.Problems) -> torch.Tensor:
     if not bool((solves.sum(1) == 1).all()):
         raise RuntimeError("a problem without exactly one solving move (lessons 1-2 only)")
     return solves.float().argmax(1)
+
+
+def satisfies_other_goal(problems: shrdlu.Problems, moves: torch.Tensor) -> torch.Tensor:
+    """Whether ``moves`` also satisfy the goal not asked for (two-goal problems)."""
+    rows = torch.arange(len(problems.boards))
+    other = 1 - problems.chosen
+    constraints, valid = problems.constraints[rows, other], problems.valid[rows, other]
+    after = shrdlu.move(problems.boards, moves)[0]
+    return shrdlu.satisfied(after, constraints, valid) == valid.sum(-1)
+
+
+def letter_blind_accuracy(problems: shrdlu.Problems) -> float:
+    """The expected accuracy of a policy that ignores the letter asked for: the move
+    that satisfies both goals where there is one, else either goal's at random."""
+    both = satisfies_other_goal(problems, solving_moves(problems)).float()
+    return float((both + 0.5 * (1 - both)).mean())
+
+
+def conflicting(problems: shrdlu.Problems, count: int) -> shrdlu.Problems:
+    """The first ``count`` problems whose solving move does not satisfy the other goal."""
+    keep = (~satisfies_other_goal(problems, solving_moves(problems))).nonzero().flatten()[:count]
+    if len(keep) < count:
+        raise RuntimeError(f"only {len(keep)} conflicting problems of {len(problems.boards)}")
+    return shrdlu.Problems(*(getattr(problems, f.name)[keep]
+                             for f in dataclasses.fields(problems)))
 
 
 def observations(problems: shrdlu.Problems) -> torch.Tensor:
@@ -63,11 +90,22 @@ def main() -> None:
     parser.add_argument("--model", default="dnc", choices=("dnc", "lstm"))
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a preset override, e.g. --set dnc.hidden_size=128 (repeatable)")
+    parser.add_argument("--conflicting", action="store_true",
+                        help="lesson 2: only problems where no move satisfies both goals, so "
+                             "that the letter asked for decides the move")
     parser.add_argument("--lesson", type=int, default=1, choices=(1, 2),
                         help="quick lesson: 1 (one goal) or 2 (two goals, act on the asked one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = resolve_config("shrdlu", "quick", {"model": args.model, "seed": args.seed})
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set: expected NAME=VALUE, got {item!r}")
+        overrides[name] = value
+    config = resolve_config("shrdlu", "quick", {**overrides, "model": args.model, "seed": args.seed})
     task = config.make_task()
     torch.manual_seed(args.seed)
     model = build_model(config, task)
@@ -76,14 +114,25 @@ def main() -> None:
     lesson = {k: v for k, v in task.levels()[args.lesson - 1].items() if k != "lesson"}
     names = [name.replace(" of", "") for name in shrdlu.RELATIONS]
     by_goal = " and by the goal asked (shown first, second)" if args.lesson == 2 else ""
-    print(f"{args.model}, Adam lr {args.lr}, lesson {args.lesson}: iteration, loss, accuracy "
+    if args.conflicting and args.lesson != 2:
+        parser.error("--conflicting: needs --lesson 2")
+    if args.lesson == 2:
+        sample = task.problems(4096, torch.Generator().manual_seed(12_345), **lesson)
+        blind = 0.5 if args.conflicting else letter_blind_accuracy(sample)
+        print(f"a policy blind to the letter asked for would be right on {blind:.3f} of the moves")
+    print(f"{args.model}, Adam lr {args.lr}, lesson {args.lesson}, {overrides or 'quick preset'}: "
+          f"iteration, loss, accuracy "
           f"over the last 100 batches (all, {', '.join(names)}){by_goal}")
     right = torch.zeros(4)
     seen = torch.zeros(4)
     right_goal = torch.zeros(2)
     seen_goal = torch.zeros(2)
     for step in range(1, args.iterations + 1):
-        problems = task.problems(config.batch_size, generator, **lesson)
+        if args.conflicting:
+            problems = conflicting(task.problems(4 * config.batch_size, generator, **lesson),
+                                   config.batch_size)
+        else:
+            problems = task.problems(config.batch_size, generator, **lesson)
         target = solving_moves(problems)
         logits = model(observations(problems))[0][:, -1, : len(shrdlu.MOVES) - 1]
         loss = F.cross_entropy(logits, target)
