@@ -36,11 +36,11 @@ VARIANTS = {
     "no-free": {"fixed_free_gates": 0.0},
     "no-allocation": {"fixed_allocation_gates": 0.0},
 }
+BLOCK_COUNTS = (2, 4, 6, 8, 10)  # the curriculum's levels
 # The same ablations at test time: the DNCs trained with every gate free to learn,
 # run with a gate held (`DNC.with_held_gates`). Trained with a gate held, a DNC can
 # learn a way around it; held only at test time, it shows what the learned
 # solution relies on.
-BLOCK_COUNTS = (2, 4, 6, 8, 10)  # the curriculum's levels
 HELD_AT_TEST = {
     "full, free held at test": {"free_gates": 0.0},
     "full, allocation held at test": {"allocation_gates": 0.0},
@@ -93,8 +93,8 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
                   "max_blocks": BLOCKS}
         tested = {variant: model}
         if variant == "full" and controller == "lstm":
-            tested.update({name: model.with_held_gates(**gates)
-                           for name, gates in HELD_AT_TEST.items()})
+            tested.update({label: model.with_held_gates(**gates)
+                           for label, gates in HELD_AT_TEST.items()})
         batch = task.sample(1 if quick else 16, torch.Generator().manual_seed(seed), **params)
         for label, tested_model in tested.items():
             m = score(tested_model, task, params, batches, batch_size, seed)
@@ -173,7 +173,8 @@ def figures(out: Path, rows, usage_rows, age_rows) -> list[Path]:
                       and r["variant"] == variant]
             if chosen:
                 mean, sd = spread(chosen)
-                labels.append(f"{controller}\n" + variant.replace(", ", "\n").replace(" held", "\nheld"))
+                wrapped = variant.replace(", ", "\n").replace(" held", "\nheld")
+                labels.append(f"{controller}\n{wrapped}")
                 means.append(mean)
                 errors.append(sd)
                 colors.append("tab:orange" if variant in HELD_AT_TEST else "tab:blue")

@@ -47,21 +47,21 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
     for name, path in train_all(runs(seeds, quick), out / "runs", jobs).items():
         _, task, model = load(path)
         kind, seed = name.split("-")[1], int(name.rsplit("-s", 1)[1])
+        # The DNC also with its free gates held at 0 at test time: nothing it stored
+        # can be released for the allocation to overwrite.
+        held = model.with_held_gates(free_gates=0.0) if kind == "dnc" else None
         for delay in delays:
             m = score(model, task, {"min_length": ITEMS, "max_length": ITEMS, "min_delay": delay,
                                     "max_delay": delay}, batches, batch_size, seed)
             rows.append(dict(model=kind, seed=seed, delay=delay, items=ITEMS,
                              bit_error=m["bit_error"], perfect=m["perfect"]))
             if kind == "dnc":
-                # The same DNC with its free gates held at 0 at test time: nothing it
-                # stored can be released for the allocation to overwrite.
-                held = model.with_held_gates(free_gates=0.0)
                 m = score(held, task, {"min_length": ITEMS, "max_length": ITEMS,
                                        "min_delay": delay, "max_delay": delay},
                           batches, batch_size, seed)
                 rows.append(dict(model="dnc, free gates held at test", seed=seed, delay=delay,
                                  items=ITEMS, bit_error=m["bit_error"], perfect=m["perfect"]))
-                waiting.append(_waiting(model, task, seed, delay, quick))
+                waiting.append(_waiting(model, held, task, seed, delay, quick))
     written = write_rows(out, "retention", rows, {"seeds": seeds, "quick": quick, "train": TRAIN})
     written += write_rows(out, "waiting", waiting, {"seeds": seeds, "quick": quick})
     written.append(figure(out, rows))
@@ -78,18 +78,18 @@ def run(out: Path, seeds: int = 3, quick: bool = False, jobs: int = 2) -> dict[s
     return {"written": [str(p) for p in written], "retention": rows, "waiting": waiting}
 
 
-def _waiting(model, task, seed: int, delay: int, quick: bool) -> dict[str, Any]:
+def _waiting(model, held, task, seed: int, delay: int, quick: bool) -> dict[str, Any]:
     """What a DNC writes while it waits (``study/retention/waiting.csv``): its mean
     write gate over the blank steps, its total usage on the step the answer
     starts, and how much of what it stored is still there then: the cosine
     similarity between the ``ITEMS`` rows written most during the input, right
-    after the input and at the cue (``stored_similarity``; ``_held``: with the
-    free gates held at 0)."""
+    after the input and at the cue (``stored_similarity``; ``_held``: ``held``,
+    the same DNC with its free gates held at 0)."""
     batch = task.sample(2 if quick else 16, torch.Generator().manual_seed(20_011 + seed),
                         min_length=ITEMS, max_length=ITEMS, min_delay=delay, max_delay=delay)
     start = ITEMS + 1  # the first blank step; the answer starts at start + delay
     found = dict(seed=seed, delay=delay)
-    for suffix, tested in (("", model), ("_held", model.with_held_gates(free_gates=0.0))):
+    for suffix, tested in (("", model), ("_held", held)):
         with torch.no_grad():
             _, stored, trace = tested(batch.inputs[:, :start], return_trace=True)
             cued, later = stored, None
